@@ -1,0 +1,61 @@
+"""The plugin's YAML keys: top-level `orpheus_*` options, validated by axolotl when the plugin is listed."""
+
+from pydantic import BaseModel, Field
+
+DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
+
+
+class OrpheusArgs(BaseModel):
+    """Options for turning raw audio + text into Orpheus training rows (`type: axolotl_orpheus.tts`)."""
+
+    orpheus_snac_model: str = Field(
+        default=DEFAULT_SNAC_MODEL,
+        json_schema_extra={
+            "description": "SNAC 24 kHz codec: a hub id or a local folder with config.json + pytorch_model.bin."
+        },
+    )
+    orpheus_audio_column: str = Field(
+        default="audio",
+        json_schema_extra={
+            "description": "Column holding the audio (an Audio column, or file paths relative to the data). "
+            "An audiofolder's `file_name` is used when the dataset has no `audio` column."
+        },
+    )
+    orpheus_text_column: str = Field(
+        default="text", json_schema_extra={"description": "Column holding the transcript."}
+    )
+    orpheus_speaker_column: str = Field(
+        default="speaker",
+        json_schema_extra={
+            "description": 'Column naming the voice; when present the prompt is "{speaker}: {text}".'
+        },
+    )
+    orpheus_remove_duplicate_frames: bool = Field(
+        default=True,
+        json_schema_extra={
+            "description": "Drop a SNAC frame whose first code repeats the previous one, as the reference recipe does."
+        },
+    )
+    orpheus_train_on_text: bool = Field(
+        default=True,
+        json_schema_extra={
+            "description": "Labels equal input_ids (the reference); false ignores every label up to start_of_speech."
+        },
+    )
+    orpheus_device: str | None = Field(
+        default=None,
+        json_schema_extra={"description": "Device for SNAC encoding (default: cuda, then mps, then cpu)."},
+    )
+    orpheus_encode_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        json_schema_extra={
+            "description": "Clips of equal padded length SNAC encodes together (default: 1 on cpu, where "
+            "batching is slower, 16 on a GPU); batching never changes a code."
+        },
+    )
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "OrpheusArgs":
+        """The options set in an axolotl config (raw or validated), defaults for the rest."""
+        return cls.model_validate({name: cfg[name] for name in cls.model_fields if cfg.get(name) is not None})

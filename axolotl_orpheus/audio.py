@@ -1,0 +1,79 @@
+"""Audio loading: decode a row's audio, downmix to mono, resample each clip from its own rate to 24 kHz.
+
+We decode with soundfile instead of datasets' `Audio` decoding, which needs torchcodec and cannot load
+beside a CPU torch (facts.md). soundfile reads wav, flac, ogg and mp3, integer or float samples.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+import soundfile
+import soxr
+
+SAMPLE_RATE = 24000  # SNAC 24 kHz: encode never resamples, so every clip must arrive at this rate
+
+
+class AudioError(ValueError):
+    """A clip that cannot be read; the message says why, the caller adds the row."""
+
+
+def describe_source(source: Any) -> str:
+    """A short name for a row's audio, for error messages: its path, or the size of its bytes."""
+    if isinstance(source, dict):
+        if source.get("path"):
+            return str(source["path"])
+        if source.get("bytes") is not None:
+            return f"<{len(source['bytes'])} bytes of embedded audio>"
+    return source if isinstance(source, str) and source else repr(source)
+
+
+def resolve_path(path: str, base_dir: str | None) -> str:
+    """A relative path names a file beside the dataset (metadata.csv's folder), as in an audiofolder."""
+    if base_dir and not os.path.isabs(path):
+        return os.path.join(base_dir, path)
+    return path
+
+
+def read_audio(source: Any, base_dir: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode one row's audio to float32 samples of shape (frames, channels) and its sample rate.
+
+    `source` is what a row holds: {"bytes", "path"} from an undecoded `Audio` column (bytes win: the
+    hub layout embeds them and the path is then only a name), or a plain file path.
+    """
+    if isinstance(source, dict) and source.get("bytes") is not None:
+        file: Any = io.BytesIO(source["bytes"])
+    elif isinstance(source, dict) and source.get("path"):
+        file = resolve_path(source["path"], base_dir)
+    elif isinstance(source, str) and source:
+        file = resolve_path(source, base_dir)
+    else:
+        raise AudioError(f"no audio in this row (got {source!r}); expected a file path or audio bytes")
+    if isinstance(file, str) and not os.path.isfile(file):
+        raise AudioError(f"audio file not found: {file}")
+    try:
+        samples, rate = soundfile.read(file, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(f"cannot decode audio {describe_source(source)}: {exc}") from exc
+    return samples, rate
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> (frames,): the mean of the channels, as datasets' own decoding downmixes."""
+    return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample mono float32 samples with soxr's high quality setting; a no-op at the target rate."""
+    if rate == target_rate:
+        return samples
+    return soxr.resample(samples, rate, target_rate, quality="HQ")
+
+
+def load_clip(source: Any, base_dir: str | None = None) -> np.ndarray:
+    """A row's audio as mono float32 at 24 kHz, the input SNAC expects."""
+    samples, rate = read_audio(source, base_dir)
+    return resample(to_mono(samples), rate)

@@ -1,0 +1,112 @@
+"""The SNAC codec: load it safely, pick a device, encode clips in exact batches, decode codes to audio."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from snac import SNAC
+
+from axolotl_orpheus.layout import SAMPLES_PER_FRAME
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "pytorch_model.bin"
+
+Codes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """The device to encode on: the one asked for, else cuda, then mps, then cpu."""
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def snac_files(name_or_path: str) -> tuple[Path, Path]:
+    """config.json and pytorch_model.bin of a local SNAC folder or a hub repo (downloaded and cached)."""
+    if os.path.isdir(name_or_path):
+        folder = Path(name_or_path)
+        files = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"SNAC folder {name_or_path} lacks {', '.join(missing)}; it needs {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE}, as the hub repo hubertsiuzdak/snac_24khz has"
+            )
+        return files
+    from huggingface_hub import hf_hub_download
+
+    return (
+        Path(hf_hub_download(name_or_path, CONFIG_FILE)),
+        Path(hf_hub_download(name_or_path, WEIGHTS_FILE)),
+    )
+
+
+def weights_digest(name_or_path: str) -> str:
+    """A digest of the SNAC weights, so that prepared rows are tied to the exact model that made them."""
+    digest = hashlib.sha256()
+    for file in snac_files(name_or_path):
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SNAC:
+    """Load SNAC in eval mode on `device`, reading the weights with weights_only=True.
+
+    `SNAC.from_pretrained` calls plain torch.load, which would execute any pickle in a downloaded file.
+    """
+    config_file, weights_file = snac_files(name_or_path)
+    with open(config_file, encoding="utf-8") as handle:
+        model = SNAC(**json.load(handle))
+    model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+    return model.eval().to(pick_device(str(device) if device else None))
+
+
+@torch.inference_mode()
+def encode(model: SNAC, clips: list[np.ndarray], batch_size: int = 8) -> list[Codes]:
+    """SNAC codes (n, 2n, 4n per clip) of mono 24 kHz clips, in the order given.
+
+    SNAC's encoder is non-causal, so zero-padding a clip to a longer one changes its last codes.
+    Only clips of the same padded length share a batch, which makes batching exact: every clip gets
+    the codes it would get alone (SNAC itself right-pads each clip to whole frames).
+    """
+    device = next(model.parameters()).device
+    n_frames = [-(-len(clip) // SAMPLES_PER_FRAME) for clip in clips]
+    codes: list[Codes | None] = [None] * len(clips)
+    by_length = sorted(range(len(clips)), key=n_frames.__getitem__)
+    for frames, same_length in itertools.groupby(by_length, key=n_frames.__getitem__):
+        same_length = list(same_length)
+        for start in range(0, len(same_length), batch_size):
+            rows = same_length[start : start + batch_size]
+            batch = np.zeros((len(rows), 1, frames * SAMPLES_PER_FRAME), dtype=np.float32)
+            for slot, row in enumerate(rows):
+                batch[slot, 0, : len(clips[row])] = clips[row]
+            levels = [level.cpu().numpy() for level in model.encode(torch.from_numpy(batch).to(device))]
+            for slot, row in enumerate(rows):
+                codes[row] = (levels[0][slot], levels[1][slot], levels[2][slot])
+    return codes  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def decode(model: SNAC, codes: Codes, seed: int = 0) -> np.ndarray:
+    """24 kHz mono float32 audio of one clip's codes, n * 2048 samples long.
+
+    SNAC's decoder draws noise even in eval mode; a fixed seed makes the audio reproducible without
+    touching the caller's random state.
+    """
+    device = next(model.parameters()).device
+    levels = [torch.as_tensor(np.asarray(level), dtype=torch.long, device=device)[None] for level in codes]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return model.decode(levels)[0, 0].float().cpu().numpy()

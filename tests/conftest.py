@@ -1,0 +1,96 @@
+"""Shared fixtures: offline stand-ins built once per test session, and small real-speech datasets."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub or axolotl: no hub, no telemetry.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["AXOLOTL_DO_NOT_TRACK"] = "1"
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile  # noqa: E402
+
+from axolotl_orpheus.audio import SAMPLE_RATE, load_clip  # noqa: E402
+from axolotl_orpheus.cli import BUNDLED_CLIPS  # noqa: E402
+
+CLIPS_DIR = Path(str(BUNDLED_CLIPS))
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory) -> dict[str, Path]:
+    from axolotl_orpheus.standins import build_standins
+
+    return build_standins(tmp_path_factory.mktemp("standins") / "standins")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(standins):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(standins["tokenizer"])
+
+
+@pytest.fixture(scope="session")
+def snac_model(standins):
+    from axolotl_orpheus.codec import load_snac
+
+    return load_snac(str(standins["snac"]), "cpu")
+
+
+@pytest.fixture(scope="session")
+def metadata() -> list[dict[str, str]]:
+    """The bundled clips' rows: file_name, text, speaker (espeak-ng speech, see data/clips/SOURCES.md)."""
+    import csv
+
+    with open(CLIPS_DIR / "metadata.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="session")
+def audiofolder_24k(tmp_path_factory, metadata) -> Path:
+    """The bundled clips resampled to 24 kHz, as an audiofolder: 16-bit wavs + metadata.csv.
+
+    At 24 kHz no resampling happens, so rows must equal the reference recipe's token for token.
+    """
+    folder = tmp_path_factory.mktemp("audiofolder_24k")
+    for row in metadata:
+        soundfile.write(folder / row["file_name"], load_clip(str(CLIPS_DIR / row["file_name"])), SAMPLE_RATE, "PCM_16")
+    (folder / "metadata.csv").write_text((CLIPS_DIR / "metadata.csv").read_text())
+    return folder
+
+
+def write_audio_parquet(path: Path, folder: Path, rows: list[dict[str, str]]) -> Path:
+    """The hub layout: an `audio` struct<bytes, path> column with the Audio feature in the metadata.
+
+    Written with pyarrow, since datasets' own Audio encoding needs torchcodec.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Audio, Features, Value
+
+    features = Features({"audio": Audio(), "text": Value("string"), "speaker": Value("string")})
+    table = pa.table(
+        {
+            "audio": [{"bytes": (folder / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in rows],
+            "text": [r["text"] for r in rows],
+            "speaker": [r["speaker"] for r in rows],
+        },
+        schema=features.arrow_schema,
+    )
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def parquet_24k(tmp_path_factory, audiofolder_24k, metadata) -> Path:
+    """The same 24 kHz speech as parquet with embedded audio bytes (no files beside it)."""
+    return write_audio_parquet(tmp_path_factory.mktemp("parquet_24k") / "train.parquet", audiofolder_24k, metadata)
+
+
+@pytest.fixture(scope="session")
+def speech_24k(audiofolder_24k, metadata) -> list[np.ndarray]:
+    return [soundfile.read(audiofolder_24k / r["file_name"], dtype="float32")[0] for r in metadata]

@@ -1,0 +1,25 @@
+"""Running the strategy in-process, the way axolotl calls it (load, then wrap_dataset)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from axolotl.utils.dict import DictDefault
+from datasets import Dataset, load_dataset
+
+from axolotl_orpheus.plugin import FINGERPRINT_KEY
+
+
+def load_raw(path: Path) -> Dataset:
+    """What axolotl loads for a local metadata.csv / parquet file (after the plugin's folder rewrite)."""
+    ds_type = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json"}[path.suffix]
+    return load_dataset(ds_type, data_files=str(path), split="train")
+
+
+def prepare(tokenizer, path: Path, dataset: Dataset | None = None, **settings) -> Dataset:
+    """Orpheus rows for the dataset at `path` (or `dataset`, read from there) with orpheus_* settings."""
+    from axolotl_orpheus import tts
+
+    ds_cfg = {"path": str(path), "type": "axolotl_orpheus.tts", "message_property_mappings": {FINGERPRINT_KEY: "test"}}
+    strategy = tts.load(tokenizer, DictDefault(settings), ds_cfg)
+    return strategy.wrap_dataset(load_raw(path) if dataset is None else dataset)
