@@ -21,10 +21,16 @@ CLIPS_DIR = Path(str(BUNDLED_CLIPS))
 
 
 @pytest.fixture(scope="session")
-def standins(tmp_path_factory) -> dict[str, Path]:
+def cache_home(tmp_path_factory) -> Path:
+    """An XDG_CACHE_HOME for the session, where the CLI finds the stand-ins the fixtures built."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def standins(cache_home) -> dict[str, Path]:
     from axolotl_orpheus.standins import build_standins
 
-    return build_standins(tmp_path_factory.mktemp("standins") / "standins")
+    return build_standins(cache_home / "axolotl_orpheus" / "standins")
 
 
 @pytest.fixture(scope="session")

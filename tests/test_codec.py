@@ -1,0 +1,84 @@
+"""The SNAC codec wrapper: exact batching, safe loading, device choice, reproducible decoding."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from axolotl_orpheus import codec
+
+
+def assert_same_codes(got, expected):
+    assert len(got) == len(expected)
+    for clip_got, clip_expected in zip(got, expected):
+        for level_got, level_expected in zip(clip_got, clip_expected):
+            np.testing.assert_array_equal(level_got, level_expected)
+
+
+def test_batched_encoding_equals_one_clip_at_a_time(snac_model, speech_24k):
+    """Mixed lengths, several sharing a padded length: batching changes no code."""
+    base = speech_24k[0]
+    clips = list(speech_24k) + [base[: len(base) - cut] * gain for cut, gain in [(1, 0.5), (300, 0.9), (1500, 1.2)]]
+    assert len({-(-len(c) // 2048) for c in clips}) < len(clips)  # some clips do share a batch
+    alone = [codec.encode(snac_model, [clip], batch_size=1)[0] for clip in clips]
+    assert_same_codes(codec.encode(snac_model, clips, batch_size=4), alone)
+    assert_same_codes(codec.encode(snac_model, clips[::-1], batch_size=8), alone[::-1])
+
+
+def test_codes_equal_snac_encode_and_have_snac_shapes(snac_model, speech_24k):
+    clip = speech_24k[1]
+    with torch.inference_mode():
+        direct = [level[0].numpy() for level in snac_model.encode(torch.from_numpy(clip)[None, None])]
+    (ours,) = codec.encode(snac_model, [clip])
+    assert_same_codes([ours], [direct])
+    n = -(-len(clip) // 2048)
+    assert [len(level) for level in ours] == [n, 2 * n, 4 * n]
+
+
+def test_load_refuses_a_pickle_that_runs_code(tmp_path, standins):
+    """weights_only=True: a pytorch_model.bin that would execute code on load is rejected."""
+    folder = tmp_path / "evil"
+    shutil.copytree(standins["snac"], folder)
+    torch.save({"payload": _RunsCode()}, folder / "pytorch_model.bin")
+    with pytest.raises(pickle.UnpicklingError):
+        codec.load_snac(str(folder), "cpu")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def test_a_folder_without_weights_names_what_is_missing(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"lacks .*pytorch_model.bin"):
+        codec.load_snac(str(tmp_path))
+
+
+def test_device_choice(monkeypatch):
+    assert codec.pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert codec.pick_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert codec.pick_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert codec.pick_device() == torch.device("cuda")
+    assert codec.pick_device("cpu") == torch.device("cpu")
+
+
+def test_decode_is_reproducible_and_leaves_the_global_rng_alone(snac_model, speech_24k):
+    (codes,) = codec.encode(snac_model, [speech_24k[2]])
+    torch.manual_seed(123)
+    first = codec.decode(snac_model, codes)
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    second = codec.decode(snac_model, codes)
+    assert torch.equal(torch.rand(1), after)
+    np.testing.assert_array_equal(first, second)
+    assert first.dtype == np.float32 and len(first) == len(codes[0]) * 2048
+    assert not np.array_equal(first, codec.decode(snac_model, codes, seed=1))  # the seed does matter

@@ -1,0 +1,120 @@
+"""The plugin through axolotl's real config loading: audiofolders, the prepared-dataset hash, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+from axolotl.cli.config import load_cfg
+from axolotl.utils.data.shared import generate_dataset_hash_from_config
+from axolotl.utils.dict import DictDefault
+
+from axolotl_orpheus.cli import BUNDLED_CLIPS, demo_config
+from axolotl_orpheus.plugin import FINGERPRINT_KEY, OrpheusPlugin
+
+# A value other than the default for every orpheus_* key.
+CHANGED_SETTINGS = {
+    "orpheus_snac_model": "someone/snac_24khz_finetuned",
+    "orpheus_audio_column": "wav",
+    "orpheus_text_column": "sentence",
+    "orpheus_speaker_column": "voice",
+    "orpheus_remove_duplicate_frames": False,
+    "orpheus_train_on_text": False,
+    "orpheus_device": "cpu",
+    "orpheus_encode_batch_size": 4,
+}
+
+
+def validated(tmp_path, standins, **changes) -> DictDefault:
+    config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
+    config.update(changes)
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return load_cfg(str(path))
+
+
+def prepared_hash(cfg: DictDefault) -> str:
+    return generate_dataset_hash_from_config(cfg, cfg.datasets, cfg.tokenizer_config)
+
+
+def test_covers_every_setting():
+    from axolotl_orpheus.args import OrpheusArgs
+
+    assert set(CHANGED_SETTINGS) == set(OrpheusArgs.model_fields)
+
+
+def test_every_orpheus_setting_changes_the_prepared_dataset(tmp_path, standins):
+    """axolotl's hash ignores plugin keys; the plugin's fingerprint makes each one count."""
+    baseline = prepared_hash(validated(tmp_path, standins))
+    assert prepared_hash(validated(tmp_path, standins)) == baseline
+    hashes = {key: prepared_hash(validated(tmp_path, standins, **{key: value})) for key, value in CHANGED_SETTINGS.items()}
+    assert baseline not in hashes.values()
+    assert len(set(hashes.values())) == len(hashes)
+
+
+def test_an_audiofolder_path_reads_its_metadata(tmp_path, standins):
+    cfg = validated(tmp_path, standins)
+    entry = cfg.datasets[0]
+    assert entry.path == str(BUNDLED_CLIPS / "metadata.csv")
+    assert entry.ds_type == "csv"
+    assert FINGERPRINT_KEY in entry.message_property_mappings
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet", "hub"])
+def test_other_paths_are_left_alone(tmp_path, kind):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    if kind == "jsonl":
+        (folder / "metadata.jsonl").write_text('{"file_name": "a.wav", "text": "hi"}\n')
+        expected = (str(folder / "metadata.jsonl"), "json")
+    elif kind == "parquet":
+        (folder / "train.parquet").write_bytes(b"")
+        expected = (str(folder), None)
+    else:
+        folder = "someone/speech-dataset"
+        expected = (folder, None)
+    cfg = DictDefault({"datasets": [{"path": str(folder), "type": "axolotl_orpheus.tts"}]})
+    OrpheusPlugin().register(cfg)
+    assert (cfg.datasets[0].path, cfg.datasets[0].get("ds_type")) == expected
+
+
+def test_the_strategy_without_the_plugin_says_to_add_it(tokenizer):
+    from axolotl.prompt_strategies import load
+
+    with pytest.raises(ValueError, match=r"plugins:\n  - axolotl_orpheus.OrpheusPlugin"):
+        load("axolotl_orpheus.tts", tokenizer, DictDefault({}), DictDefault({"path": "x", "type": "axolotl_orpheus.tts"}))
+
+
+def test_a_missing_dependency_is_named_not_swallowed():
+    """axolotl turns ModuleNotFoundError into "unhandled prompt tokenization strategy"; we name the package."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["soxr"] = None  # makes `import soxr` raise ModuleNotFoundError
+        from axolotl.prompt_strategies import load
+        try:
+            load("axolotl_orpheus.tts", None, {}, {})
+        except RuntimeError as exc:
+            print("RAISED:", exc)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "RAISED: axolotl_orpheus.tts needs the package `soxr`" in result.stdout, result.stderr[-2000:]
+
+
+def test_the_example_config_validates(tmp_path, standins):
+    """examples/finetune.yml passes axolotl's validation with the plugin (model and data pointed local)."""
+    from pathlib import Path
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "examples" / "finetune.yml").read_text())
+    config["base_model"] = str(standins["model"])
+    config["datasets"][0]["path"] = str(BUNDLED_CLIPS)
+    path = tmp_path / "finetune.yml"
+    path.write_text(yaml.safe_dump(config))
+    cfg = load_cfg(str(path))
+    assert cfg.orpheus_snac_model == "hubertsiuzdak/snac_24khz"
+    assert cfg.orpheus_remove_duplicate_frames is True and cfg.orpheus_train_on_text is True
+    assert cfg.datasets[0].ds_type == "csv"
