@@ -1,5 +1,7 @@
 """The plugin's YAML keys: top-level `orpheus_*` options, validated by axolotl when the plugin is listed."""
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
@@ -53,6 +55,20 @@ class OrpheusArgs(BaseModel):
             "description": "Clips of equal padded length SNAC encodes together (default: 1 on cpu, where "
             "batching is slower, 16 on a GPU); batching never changes a code."
         },
+    )
+
+    orpheus_on_bad_row: Literal["skip", "raise"] = Field(
+        default="skip",
+        json_schema_extra={
+            "description": "skip: drop a row that cannot be used and count it in orpheus_report.json; "
+            "raise: stop with an error naming the dataset, row and file."
+        },
+    )
+    orpheus_max_seconds: float | None = Field(
+        default=None, gt=0, json_schema_extra={"description": "Drop clips longer than this (default: no limit)."}
+    )
+    orpheus_min_seconds: float | None = Field(
+        default=None, ge=0, json_schema_extra={"description": "Drop clips shorter than this (default: no limit)."}
     )
 
     @classmethod

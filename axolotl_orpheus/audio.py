@@ -18,7 +18,14 @@ SAMPLE_RATE = 24000  # SNAC 24 kHz: encode never resamples, so every clip must a
 
 
 class AudioError(ValueError):
-    """A clip that cannot be read; the message says why, the caller adds the row."""
+    """A clip that cannot be read; the message says why, the caller adds the row.
+
+    `reason` is the short name the preprocessing report counts it under.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def describe_source(source: Any) -> str:
@@ -51,13 +58,13 @@ def read_audio(source: Any, base_dir: str | None = None) -> tuple[np.ndarray, in
     elif isinstance(source, str) and source:
         file = resolve_path(source, base_dir)
     else:
-        raise AudioError(f"no audio in this row (got {source!r}); expected a file path or audio bytes")
+        raise AudioError(f"no audio in this row (got {source!r}); expected a file path or audio bytes", "no_audio")
     if isinstance(file, str) and not os.path.isfile(file):
-        raise AudioError(f"audio file not found: {file}")
+        raise AudioError(f"audio file not found: {file}", "missing_file")
     try:
         samples, rate = soundfile.read(file, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(f"cannot decode audio {describe_source(source)}: {exc}") from exc
+        raise AudioError(f"cannot decode audio {describe_source(source)}: {exc}", "undecodable_audio") from exc
     return samples, rate
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from snac import SNAC
 
+from axolotl_orpheus.audio import SAMPLE_RATE
 from axolotl_orpheus.layout import SAMPLES_PER_FRAME
 
 CONFIG_FILE = "config.json"
@@ -61,6 +62,18 @@ def weights_digest(name_or_path: str) -> str:
     return digest.hexdigest()
 
 
+def check_snac_config(name_or_path: str, config: dict) -> None:
+    """Orpheus' codes come from the 24 kHz SNAC with 3 levels and 2048-sample frames; refuse any other."""
+    rate, strides = config.get("sampling_rate"), config.get("vq_strides")
+    hop = int(np.prod(config.get("encoder_rates") or [0]))
+    if rate != SAMPLE_RATE or strides != [4, 2, 1] or hop * 4 != SAMPLES_PER_FRAME:
+        raise ValueError(
+            f"SNAC model {name_or_path} is a {rate} Hz model with vq_strides {strides} and hop {hop}; Orpheus "
+            f"needs the 24 kHz model with 3 levels (vq_strides [4, 2, 1], hop 512): set orpheus_snac_model: "
+            "hubertsiuzdak/snac_24khz"
+        )
+
+
 def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SNAC:
     """Load SNAC in eval mode on `device`, reading the weights with weights_only=True.
 
@@ -68,31 +81,64 @@ def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SN
     """
     config_file, weights_file = snac_files(name_or_path)
     with open(config_file, encoding="utf-8") as handle:
-        model = SNAC(**json.load(handle))
+        config = json.load(handle)
+    check_snac_config(name_or_path, config)
+    model = SNAC(**config)
     model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
     return model.eval().to(pick_device(str(device) if device else None))
 
 
+# Clips longer than this are encoded in windows: the encoder needs about 21 MB per second of audio, so a
+# one-hour clip in one pass would need 75 GB. Each window sees CONTEXT_FRAMES of audio on both sides, far
+# beyond the encoder's receptive field (about 190 ms), so its codes equal those of the whole clip.
+WINDOW_FRAMES = 704  # 60 s
+CONTEXT_FRAMES = 12  # 1 s
+
+
+def _encode_padded(model: SNAC, batch: np.ndarray) -> list[np.ndarray]:
+    """SNAC codes of a (B, 1, T) batch whose T is whole frames, as numpy, in one transfer per level."""
+    device = next(model.parameters()).device
+    return [level.cpu().numpy() for level in model.encode(torch.from_numpy(batch).to(device))]
+
+
+def _encode_windowed(model: SNAC, clip: np.ndarray, window_frames: int) -> Codes:
+    n_frames = -(-len(clip) // SAMPLES_PER_FRAME)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for start in range(0, n_frames, window_frames):
+        stop = min(n_frames, start + window_frames)
+        first, last = max(0, start - CONTEXT_FRAMES), min(n_frames, stop + CONTEXT_FRAMES)
+        segment = np.zeros((1, 1, (last - first) * SAMPLES_PER_FRAME), dtype=np.float32)
+        samples = clip[first * SAMPLES_PER_FRAME : last * SAMPLES_PER_FRAME]
+        segment[0, 0, : len(samples)] = samples
+        for level, codes in enumerate(_encode_padded(model, segment)):
+            per_frame = codes.shape[1] // (last - first)  # 1, 2 and 4 codes per frame
+            parts[level].append(codes[0, (start - first) * per_frame : (stop - first) * per_frame])
+    return tuple(np.concatenate(part) for part in parts)  # type: ignore[return-value]
+
+
 @torch.inference_mode()
-def encode(model: SNAC, clips: list[np.ndarray], batch_size: int = 8) -> list[Codes]:
+def encode(model: SNAC, clips: list[np.ndarray], batch_size: int = 8, window_frames: int = WINDOW_FRAMES) -> list[Codes]:
     """SNAC codes (n, 2n, 4n per clip) of mono 24 kHz clips, in the order given.
 
     SNAC's encoder is non-causal, so zero-padding a clip to a longer one changes its last codes.
     Only clips of the same padded length share a batch, which makes batching exact: every clip gets
     the codes it would get alone (SNAC itself right-pads each clip to whole frames).
     """
-    device = next(model.parameters()).device
     n_frames = [-(-len(clip) // SAMPLES_PER_FRAME) for clip in clips]
     codes: list[Codes | None] = [None] * len(clips)
     by_length = sorted(range(len(clips)), key=n_frames.__getitem__)
     for frames, same_length in itertools.groupby(by_length, key=n_frames.__getitem__):
         same_length = list(same_length)
+        if frames > window_frames:
+            for row in same_length:
+                codes[row] = _encode_windowed(model, clips[row], window_frames)
+            continue
         for start in range(0, len(same_length), batch_size):
             rows = same_length[start : start + batch_size]
             batch = np.zeros((len(rows), 1, frames * SAMPLES_PER_FRAME), dtype=np.float32)
             for slot, row in enumerate(rows):
                 batch[slot, 0, : len(clips[row])] = clips[row]
-            levels = [level.cpu().numpy() for level in model.encode(torch.from_numpy(batch).to(device))]
+            levels = _encode_padded(model, batch)
             for slot, row in enumerate(rows):
                 codes[row] = (levels[0][slot], levels[1][slot], levels[2][slot])
     return codes  # type: ignore[return-value]

@@ -111,3 +111,32 @@ def speech_frames(input_ids: np.ndarray) -> np.ndarray:
             f"{frames[frame, position]} at frame {frame}, position {position}"
         )
     return frames
+
+
+def check_tokenizer(tokenizer) -> None:
+    """Fail early, before any encoding, unless the tokenizer has the Orpheus id layout.
+
+    Orpheus' tokenizer is Llama-3's plus `<custom_token_N>` at id 128256 + N: the control tokens and all
+    7 x 4096 audio codes must land on exactly those ids, and text must start with BOS.
+    """
+    last_audio = AUDIO_TOKENS_START + TOKENS_PER_FRAME * CODEBOOK_SIZE - 1
+    problems = [
+        f"{token} is id {found}, not {expected}"
+        for token, expected in [
+            ("<|eot_id|>", END_OF_TEXT),
+            ("<custom_token_1>", START_OF_SPEECH),
+            ("<custom_token_7>", PAD),
+            ("<custom_token_10>", AUDIO_TOKENS_START),
+            (f"<custom_token_{last_audio - TOKENISER_LENGTH}>", last_audio),
+        ]
+        if (found := tokenizer.convert_tokens_to_ids(token)) != expected
+    ]
+    first = tokenizer("a", add_special_tokens=True)["input_ids"][:1]
+    if first != [START_OF_TEXT]:
+        problems.append(f"text does not start with BOS {START_OF_TEXT} (got {first})")
+    if problems:
+        raise ValueError(
+            f"The tokenizer {getattr(tokenizer, 'name_or_path', '')} does not have the Orpheus layout: "
+            f"{'; '.join(problems)}. Use the tokenizer of canopylabs/orpheus-3b-0.1-pretrained (or of a "
+            "fine-tune of it) as base_model or tokenizer_config."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from axolotl.integrations.base import BasePlugin
@@ -10,6 +11,7 @@ from axolotl.utils.logging import get_logger
 
 from axolotl_orpheus import __version__
 from axolotl_orpheus.args import OrpheusArgs
+from axolotl_orpheus.report import COLLECTED, summarize, summary_text, write_report
 
 LOG = get_logger(__name__)
 
@@ -44,6 +46,24 @@ def point_folder_at_metadata(entry) -> None:
             return
 
 
+def pin_fingerprint(prepared: Path) -> None:
+    """Make the saved dataset's fingerprint a digest of its rows.
+
+    axolotl's later transforms (shuffle, length filter) hash their num_proc into the fingerprint, so the same
+    rows saved under another dataset_num_proc would differ in state.json alone. A content digest keeps the
+    prepared folder byte-identical for identical rows.
+    """
+    state_file = prepared / "state.json"
+    state = json.loads(state_file.read_text())
+    digest = hashlib.sha256()
+    for data_file in state["_data_files"]:
+        with open(prepared / data_file["filename"], "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    state["_fingerprint"] = digest.hexdigest()[:16]
+    state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
+
+
 class OrpheusPlugin(BasePlugin):
     """Fine-tune Orpheus TTS on raw audio + text with `type: axolotl_orpheus.tts` datasets."""
 
@@ -63,3 +83,25 @@ class OrpheusPlugin(BasePlugin):
                         **(entry.get("message_property_mappings") or {}),
                         FINGERPRINT_KEY: fingerprint,
                     }
+
+    def load_datasets(self, cfg, preprocess: bool = False):
+        """During `axolotl preprocess`: load the datasets as axolotl would, then write the report and pin
+        the fingerprint.
+
+        axolotl has no hook after it saves the prepared rows; taking over this one (and calling axolotl's
+        own loader) is how the report lands beside them. Training loads datasets unchanged.
+        """
+        if not preprocess or cfg.rl:
+            return None
+        from axolotl.common.datasets import load_datasets
+        from axolotl.utils.data.shared import generate_dataset_hash_from_config, get_prepared_dataset_path
+
+        COLLECTED.clear()
+        dataset_meta = load_datasets(cfg=cfg)
+        if COLLECTED:
+            dataset_hash = generate_dataset_hash_from_config(cfg, cfg.datasets, COLLECTED[0].tokenizer)
+            prepared = get_prepared_dataset_path(cfg, dataset_hash)
+            pin_fingerprint(prepared)
+            path = write_report(COLLECTED, prepared)
+            LOG.info(f"All Orpheus datasets:\n{summary_text(summarize(COLLECTED))}\nReport: {path}")
+        return dataset_meta

@@ -1,14 +1,16 @@
 """`type: axolotl_orpheus.tts`: raw audio + text rows -> Orpheus training rows, inside `axolotl preprocess`.
 
-Each output row has exactly input_ids, attention_mask and labels in the layout of `layout.py`.
+Each output row has exactly input_ids, attention_mask and labels in the layout of `layout.py`. A row that
+cannot be used is dropped and counted in the report, or stops the run (`orpheus_on_bad_row`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy
@@ -18,6 +20,7 @@ from datasets import Audio, Dataset, Features, Sequence, Value
 from axolotl_orpheus import __version__, layout
 from axolotl_orpheus.args import OrpheusArgs
 from axolotl_orpheus.plugin import FINGERPRINT_KEY
+from axolotl_orpheus.report import COLLECTED, DROP_REASONS, DatasetReport, summarize, summary_text
 
 try:
     from axolotl_orpheus import audio, codec
@@ -41,10 +44,34 @@ ROW_FEATURES = Features(
 )
 MAP_BATCH_SIZE = 64  # rows decoded and encoded per step: bounds memory, gives the encoder batches
 AUDIOFOLDER_FILE_COLUMN = "file_name"
+SILENCE_PEAK = 1e-4  # -80 dBFS
+CLIPPING_LEVEL, CLIPPING_FRACTION = 0.999, 0.001
+# Per-dataset settings live in the entry's message_property_mappings, the one dict axolotl keeps.
+DATASET_KEYS = {"audio", "text", "speaker", "voice"}
 
 
 class RowError(ValueError):
     """A row that cannot become a training row; the message names the dataset, row and fix."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    audio: str
+    text: str
+    speaker: str | None
+    voice: str | None  # one speaker name for every row of a dataset without a speaker column
+
+
+class LoadedRow(NamedTuple):
+    """A row that passed every check before encoding."""
+
+    index: int
+    source: Any
+    clip: np.ndarray  # mono float32 at 24 kHz
+    prompt: str
+    speaker: str | None
+    seconds: float
+    warnings: list[str]
 
 
 def data_folder(path: str | None) -> str | None:
@@ -54,50 +81,82 @@ def data_folder(path: str | None) -> str | None:
     return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
 
 
-def build_row(prompt_ids: list[int], codes: codec.Codes, settings: OrpheusArgs) -> dict[str, np.ndarray]:
-    """One training row from a tokenized prompt (with BOS) and one clip's SNAC codes."""
+def audio_frames(codes: codec.Codes, settings: OrpheusArgs) -> np.ndarray:
+    """One clip's SNAC codes -> its (n, 7) frames of audio tokens, duplicate frames dropped if asked."""
     frames = layout.interleave(*codes)
-    if settings.orpheus_remove_duplicate_frames:
-        frames = frames[layout.duplicate_frame_mask(frames)]
+    return frames[layout.duplicate_frame_mask(frames)] if settings.orpheus_remove_duplicate_frames else frames
+
+
+def training_row(prompt_ids: list[int], frames: np.ndarray, settings: OrpheusArgs) -> dict[str, np.ndarray]:
+    """One training row from a tokenized prompt (with BOS) and its audio frames."""
     input_ids = layout.frame_row(np.asarray(prompt_ids), frames)
     labels = input_ids if settings.orpheus_train_on_text else layout.speech_labels(input_ids, len(prompt_ids))
     return {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids, np.int8), "labels": labels}
 
 
+def text_problem(text: Any) -> tuple[str, str] | None:
+    if text is None:
+        return "no_text", "the row has no text"
+    if not isinstance(text, str):
+        return "text_not_string", f"the text is {text!r}, not a string"
+    if not text.strip():
+        return "empty_text", f"the text is {text!r}"
+    return None
+
+
+def samples_problem(samples: np.ndarray) -> tuple[str, str] | None:
+    if len(samples) == 0:
+        return "empty_audio", "the audio has no samples"
+    if not np.isfinite(samples).all():
+        return "non_finite_samples", f"{np.count_nonzero(~np.isfinite(samples))} samples are NaN or infinite"
+    return None
+
+
+def samples_warnings(samples: np.ndarray) -> list[str]:
+    magnitude = np.abs(samples)
+    warnings = []
+    if magnitude.max() < SILENCE_PEAK:
+        warnings.append("silent_audio")
+    if np.count_nonzero(magnitude >= CLIPPING_LEVEL) >= CLIPPING_FRACTION * len(samples):
+        warnings.append("clipping")
+    return warnings
+
+
 class OrpheusTTSStrategy(DatasetWrappingStrategy):
     """Decodes, resamples and SNAC-encodes each row's audio, then frames it with its tokenized prompt."""
 
-    def __init__(self, tokenizer, settings: OrpheusArgs, dataset_path: str | None):
+    def __init__(self, tokenizer, settings: OrpheusArgs, ds_cfg: dict[str, Any], sequence_len: int | None):
         self.tokenizer = tokenizer
         self.settings = settings
-        self.dataset_path = dataset_path
-        self.base_dir = data_folder(dataset_path)
+        self.dataset_path = ds_cfg.get("path")
+        self.dataset_keys = {
+            key: value for key, value in (ds_cfg.get("message_property_mappings") or {}).items() if key in DATASET_KEYS
+        }
+        self.sequence_len = sequence_len
+        self.base_dir = data_folder(self.dataset_path)
+        self.report = DatasetReport(str(self.dataset_path), tokenizer.name_or_path, sequence_len)
 
-    def columns(self, dataset: Dataset) -> tuple[str, str, str | None]:
-        """The audio, text and (optional) speaker columns, or an error listing the columns there are."""
+    def columns(self, dataset: Dataset) -> Columns:
+        """The columns to read, or an error listing the columns there are. Per-dataset keys win."""
         names = dataset.column_names
-        audio_column = self.settings.orpheus_audio_column
+        default_speaker = OrpheusArgs.model_fields["orpheus_speaker_column"].default
+        audio_column = self.dataset_keys.get("audio", self.settings.orpheus_audio_column)
+        text_column = self.dataset_keys.get("text", self.settings.orpheus_text_column)
+        speaker_column = self.dataset_keys.get("speaker", self.settings.orpheus_speaker_column)
         if audio_column not in names and audio_column == "audio" and AUDIOFOLDER_FILE_COLUMN in names:
             audio_column = AUDIOFOLDER_FILE_COLUMN
-        speaker_column: str | None = self.settings.orpheus_speaker_column
-        missing = [
-            f"{key}={column!r}"
-            for key, column in (
-                ("orpheus_audio_column", audio_column),
-                ("orpheus_text_column", self.settings.orpheus_text_column),
-            )
-            if column not in names
-        ]
+        missing = [f"{key} {column!r}" for key, column in (("audio", audio_column), ("text", text_column)) if column not in names]
         if speaker_column not in names:
-            if speaker_column != OrpheusArgs.model_fields["orpheus_speaker_column"].default:
-                missing.append(f"orpheus_speaker_column={speaker_column!r}")
+            if speaker_column != default_speaker:  # asked for by name: it must be there
+                missing.append(f"speaker {speaker_column!r}")
             speaker_column = None
         if missing:
             raise ValueError(
-                f"Orpheus dataset {self.dataset_path}: no column {', '.join(missing)}. The dataset has "
-                f"columns {names}; set the orpheus_*_column keys to the right names."
+                f"Orpheus dataset {self.dataset_path}: no {', no '.join(missing)} column. The dataset has columns "
+                f"{names}; name the right ones with orpheus_audio_column / orpheus_text_column / "
+                "orpheus_speaker_column, or per dataset under message_property_mappings (audio, text, speaker)."
             )
-        return audio_column, self.settings.orpheus_text_column, speaker_column
+        return Columns(audio_column, text_column, speaker_column, self.dataset_keys.get("voice"))
 
     def wrap_dataset(self, dataset, process_count: int | None = None, keep_in_memory: bool | None = False, **kwargs):
         if not isinstance(dataset, Dataset):
@@ -105,10 +164,11 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                 f"Orpheus dataset {self.dataset_path}: streaming datasets are not supported; "
                 "remove `streaming: true` so the audio can be encoded during `axolotl preprocess`."
             )
-        audio_column, text_column, speaker_column = self.columns(dataset)
-        if isinstance(dataset.features[audio_column], Audio):
+        columns = self.columns(dataset)
+        layout.check_tokenizer(self.tokenizer)
+        if isinstance(dataset.features[columns.audio], Audio):
             # Rows become {bytes, path}: we decode them ourselves, without torchcodec.
-            dataset = dataset.cast_column(audio_column, Audio(decode=False))
+            dataset = dataset.cast_column(columns.audio, Audio(decode=False))
         device = codec.pick_device(self.settings.orpheus_device)
         LOG.info(f"Orpheus: SNAC {self.settings.orpheus_snac_model} on {device}, {len(dataset)} rows")
         model = codec.load_snac(self.settings.orpheus_snac_model, device)
@@ -119,21 +179,17 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                     dataset._fingerprint,
                     __version__,
                     self.settings.model_dump_json(),
+                    repr(sorted(self.dataset_keys.items())),
+                    str(self.sequence_len),
                     codec.weights_digest(self.settings.orpheus_snac_model),
                     self.tokenizer.name_or_path,
                 ]
             ).encode()
         ).hexdigest()
+        COLLECTED.append(self.report)
         # One process: SNAC already uses every core through torch, and on a GPU one process owns it.
-        return dataset.map(
-            partial(
-                self.encode_rows,
-                model=model,
-                encode_batch_size=batch_size,
-                audio_column=audio_column,
-                text_column=text_column,
-                speaker_column=speaker_column,
-            ),
+        rows = dataset.map(
+            partial(self.encode_rows, model=model, encode_batch_size=batch_size, columns=columns),
             batched=True,
             batch_size=MAP_BATCH_SIZE,
             with_indices=True,
@@ -145,41 +201,72 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             new_fingerprint=fingerprint,
             desc="Orpheus: encoding audio with SNAC",
         )
+        LOG.info(f"{self.dataset_path}:\n{summary_text(summarize([self.report]))}")
+        return rows
 
-    def row_error(self, index: int, source: Any, reason: str) -> RowError:
-        return RowError(
-            f"Orpheus dataset {self.dataset_path}, row {index} ({audio.describe_source(source)}): {reason}. "
-            "Fix or remove that row."
-        )
+    def reject(self, index: int, source: Any, reason: str, detail: str, seconds: float = 0.0) -> None:
+        """Count a bad row, or stop with an error that says which row and what to do."""
+        if self.settings.orpheus_on_bad_row == "raise":
+            raise RowError(
+                f"Orpheus dataset {self.dataset_path}, row {index} ({audio.describe_source(source)}): {detail}. "
+                f"To fix: {DROP_REASONS[reason]}; or set orpheus_on_bad_row: skip to drop such rows and count "
+                "them in orpheus_report.json."
+            )
+        self.report.drop(reason, index, seconds)
 
-    def encode_rows(
-        self,
-        batch: dict[str, list],
-        indices: list[int],
-        model,
-        encode_batch_size: int,
-        audio_column: str,
-        text_column: str,
-        speaker_column: str | None,
-    ) -> dict[str, list]:
-        sources = batch[audio_column]
-        clips, prompts = [], []
-        for index, source, text, speaker in zip(
-            indices, sources, batch[text_column], batch[speaker_column] if speaker_column else [None] * len(indices)
-        ):
-            if not isinstance(text, str) or not text.strip():
-                raise self.row_error(index, source, f"text column {text_column!r} holds {text!r}, not text")
-            try:
-                clip = audio.load_clip(source, self.base_dir)
-            except audio.AudioError as exc:
-                raise self.row_error(index, source, str(exc)) from exc
-            if len(clip) == 0:
-                raise self.row_error(index, source, "the audio has no samples")
-            clips.append(clip)
-            prompts.append(layout.prompt_text(text, None if speaker is None else str(speaker)))
-        prompt_ids = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
-        codes = codec.encode(model, clips, encode_batch_size)
-        rows = [build_row(ids, clip_codes, self.settings) for ids, clip_codes in zip(prompt_ids, codes)]
+    def load_row(self, index: int, source: Any, text: Any, speaker: Any, columns: Columns) -> LoadedRow | None:
+        """The row decoded and checked, or None after rejecting it."""
+        problem = text_problem(text)
+        if problem is None and columns.speaker and (speaker is None or not str(speaker).strip()):
+            problem = "empty_speaker", f"the speaker column {columns.speaker!r} holds {speaker!r}"
+        if problem:
+            return self.reject(index, source, *problem)
+        try:
+            samples, rate = audio.read_audio(source, self.base_dir)
+        except audio.AudioError as exc:
+            return self.reject(index, source, exc.reason, str(exc))
+        samples = audio.to_mono(samples)
+        seconds = len(samples) / rate
+        problem = samples_problem(samples)
+        if problem is None:
+            clip = audio.resample(samples, rate)
+            if len(clip) < layout.SAMPLES_PER_FRAME:
+                problem = "shorter_than_one_frame", f"the clip lasts {seconds * 1000:.0f} ms"
+            elif self.settings.orpheus_max_seconds and seconds > self.settings.orpheus_max_seconds:
+                problem = "longer_than_max_seconds", f"the clip lasts {seconds:.1f} s"
+            elif self.settings.orpheus_min_seconds and seconds < self.settings.orpheus_min_seconds:
+                problem = "shorter_than_min_seconds", f"the clip lasts {seconds:.2f} s"
+        if problem:
+            return self.reject(index, source, *problem, seconds=seconds)
+        speaker = columns.voice if columns.speaker is None else str(speaker)
+        return LoadedRow(index, source, clip, layout.prompt_text(text, speaker), speaker, seconds, samples_warnings(samples))
+
+    def encode_rows(self, batch: dict[str, list], indices: list[int], model, encode_batch_size: int, columns: Columns):
+        sources = batch[columns.audio]
+        speakers = batch[columns.speaker] if columns.speaker else [None] * len(indices)
+        self.report.rows_in += len(indices)
+        loaded = [
+            row
+            for index, source, text, speaker in zip(indices, sources, batch[columns.text], speakers)
+            if (row := self.load_row(index, source, text, speaker, columns)) is not None
+        ]
+        if not loaded:  # tokenizers reject an empty batch
+            return {name: [] for name in ROW_FEATURES}
+        prompt_ids = self.tokenizer([row.prompt for row in loaded], add_special_tokens=True)["input_ids"]
+        codes = codec.encode(model, [row.clip for row in loaded], encode_batch_size)
+        rows = []
+        for row, ids, clip_codes in zip(loaded, prompt_ids, codes):
+            frames = audio_frames(clip_codes, self.settings)
+            training = training_row(ids, frames, self.settings)
+            n_tokens = len(training["input_ids"])
+            if self.sequence_len and n_tokens > self.sequence_len:
+                detail = f"the row has {n_tokens} tokens, sequence_len is {self.sequence_len}"
+                self.reject(row.index, row.source, "longer_than_sequence_len", detail, row.seconds)
+                continue
+            for warning in row.warnings:
+                self.report.warn(warning, row.index)
+            self.report.keep(row.seconds, n_tokens, len(clip_codes[0]) - len(frames), row.speaker)
+            rows.append(training)
         return {name: [row[name] for row in rows] for name in ROW_FEATURES}
 
 
@@ -190,4 +277,4 @@ def load(tokenizer, cfg, ds_cfg: dict[str, Any] | None = None) -> OrpheusTTSStra
             "`type: axolotl_orpheus.tts` needs the Orpheus plugin. Add it to your config:\n"
             "plugins:\n  - axolotl_orpheus.OrpheusPlugin"
         )
-    return OrpheusTTSStrategy(tokenizer, OrpheusArgs.from_cfg(cfg), ds_cfg.get("path"))
+    return OrpheusTTSStrategy(tokenizer, OrpheusArgs.from_cfg(cfg), ds_cfg, cfg.get("sequence_len"))

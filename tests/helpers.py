@@ -8,6 +8,7 @@ from axolotl.utils.dict import DictDefault
 from datasets import Dataset, load_dataset
 
 from axolotl_orpheus.plugin import FINGERPRINT_KEY
+from axolotl_orpheus.report import DatasetReport
 
 
 def load_raw(path: Path) -> Dataset:
@@ -16,10 +17,23 @@ def load_raw(path: Path) -> Dataset:
     return load_dataset(ds_type, data_files=str(path), split="train")
 
 
-def prepare(tokenizer, path: Path, dataset: Dataset | None = None, **settings) -> Dataset:
-    """Orpheus rows for the dataset at `path` (or `dataset`, read from there) with orpheus_* settings."""
+def prepare_report(
+    tokenizer, path: Path, dataset: Dataset | None = None, mappings: dict | None = None, **settings
+) -> tuple[Dataset, DatasetReport]:
+    """Orpheus rows and report for the dataset at `path` (or `dataset`, read from there).
+
+    `settings` are top-level config keys (orpheus_*, sequence_len); `mappings` the entry's per-dataset keys.
+    """
     from axolotl_orpheus import tts
 
-    ds_cfg = {"path": str(path), "type": "axolotl_orpheus.tts", "message_property_mappings": {FINGERPRINT_KEY: "test"}}
+    ds_cfg = {
+        "path": str(path),
+        "type": "axolotl_orpheus.tts",
+        "message_property_mappings": {FINGERPRINT_KEY: "test", **(mappings or {})},
+    }
     strategy = tts.load(tokenizer, DictDefault(settings), ds_cfg)
-    return strategy.wrap_dataset(load_raw(path) if dataset is None else dataset)
+    return strategy.wrap_dataset(load_raw(path) if dataset is None else dataset), strategy.report
+
+
+def prepare(tokenizer, path: Path, dataset: Dataset | None = None, **settings) -> Dataset:
+    return prepare_report(tokenizer, path, dataset, **settings)[0]

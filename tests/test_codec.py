@@ -82,3 +82,11 @@ def test_decode_is_reproducible_and_leaves_the_global_rng_alone(snac_model, spee
     np.testing.assert_array_equal(first, second)
     assert first.dtype == np.float32 and len(first) == len(codes[0]) * 2048
     assert not np.array_equal(first, codec.decode(snac_model, codes, seed=1))  # the seed does matter
+
+
+def test_long_clips_are_encoded_in_windows_with_the_same_codes(snac_model, speech_24k):
+    """Bounded memory for long clips: windows with context give exactly the whole clip's codes."""
+    clip = np.concatenate(speech_24k)  # about 15 s, 174 frames
+    whole = codec.encode(snac_model, [clip], window_frames=10_000)
+    assert_same_codes(codec.encode(snac_model, [clip], window_frames=40), whole)  # 5 windows
+    assert_same_codes(codec.encode(snac_model, [clip[:-3000], clip], window_frames=100), codec.encode(snac_model, [clip[:-3000], clip]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,12 +45,54 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
     assert rows["input_ids"] == expected + expected
     assert rows["labels"] == expected + expected
 
+    report = json.loads((prepared / "orpheus_report.json").read_text())
+    assert (report["total"]["rows_in"], report["total"]["rows_out"], report["total"]["dropped"]) == (12, 12, {})
+    assert [d["dataset"] for d in report["datasets"]] == [str(audiofolder_24k / "metadata.csv"), str(parquet_24k)]
+
     log = axolotl("train", path, tmp_path)
     assert "train_loss" in log
     assert (tmp_path / "model" / "model.safetensors").is_file()
-    assert "Loading prepared dataset from disk" in log  # train reused the rows preprocess wrote
+    assert f"Loading prepared dataset from disk at {prepared}" in log  # train reused the rows preprocess wrote
+
+    # Rows prepared under other orpheus_* settings are never reused: train prepares its own.
+    path.write_text(yaml.safe_dump({**config, "orpheus_train_on_text": False, "max_steps": 1}))
+    log = axolotl("train", path, tmp_path)
+    assert "Loading prepared dataset from disk" not in log
+    assert "Orpheus: encoding audio with SNAC" in log
 
     seconds = decode_row(prepared, 0, str(standins["snac"]), tmp_path / "row0.wav")
     samples, rate = soundfile.read(tmp_path / "row0.wav")
     assert rate == 24000
     assert len(samples) == len(layout.speech_frames(expected[0])) * layout.SAMPLES_PER_FRAME == seconds * 24000
+
+
+def test_preprocess_is_deterministic_and_reports_bad_rows(tmp_path, standins, audiofolder_24k, metadata):
+    """Byte-identical prepared rows across runs and dataset_num_proc values; a missing file is counted."""
+    import shutil
+
+    folder = tmp_path / "voice"
+    shutil.copytree(audiofolder_24k, folder)
+    rows = (folder / "metadata.csv").read_text().splitlines()
+    rows.insert(3, "missing.wav,This file is gone.,ada")
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+
+    prepared = []
+    for run, num_proc in enumerate([1, 2]):
+        config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
+        config.update(datasets=[{"path": str(folder), "type": "axolotl_orpheus.tts"}], dataset_num_proc=num_proc)
+        config["dataset_prepared_path"] = str(tmp_path / f"prepared-{run}")
+        path = tmp_path / f"run-{run}.yml"
+        path.write_text(yaml.safe_dump(config))
+        log = axolotl("preprocess", path, tmp_path)
+        prepared.append(newest_prepared_dataset(tmp_path / f"prepared-{run}"))
+    assert "dropped missing_file: 1 (e.g. rows 2)" in log
+
+    files = [sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file()) for folder in prepared]
+    assert files[0] == files[1] and "orpheus_report.json" in {f.name for f in files[0]}
+    for name in files[0]:
+        assert (prepared[0] / name).read_bytes() == (prepared[1] / name).read_bytes(), name
+
+    report = json.loads((prepared[0] / "orpheus_report.json").read_text())["total"]
+    assert (report["rows_in"], report["rows_out"]) == (len(metadata) + 1, len(metadata))
+    assert report["dropped"] == {"missing_file": {"count": 1, "examples": [{"dataset": str(folder / "metadata.csv"), "row": 2}]}}
+    assert set(report["speakers"]) == {"ada", "ben"}

@@ -25,6 +25,9 @@ CHANGED_SETTINGS = {
     "orpheus_train_on_text": False,
     "orpheus_device": "cpu",
     "orpheus_encode_batch_size": 4,
+    "orpheus_on_bad_row": "raise",
+    "orpheus_max_seconds": 30,
+    "orpheus_min_seconds": 0.5,
 }
 
 

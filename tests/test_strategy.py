@@ -10,7 +10,6 @@ import soundfile
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.audio import SAMPLE_RATE
-from axolotl_orpheus.tts import RowError
 from helpers import load_raw, prepare
 from reference_recipe import reference_row
 
@@ -79,9 +78,9 @@ def test_renamed_columns(rows_for, parquet_24k):
 
 
 def test_wrong_column_names_list_the_columns(rows_for, parquet_24k):
-    with pytest.raises(ValueError, match=r"no column orpheus_text_column='transcript'.*\['audio', 'text', 'speaker'\]"):
+    with pytest.raises(ValueError, match=r"no text 'transcript' column. The dataset has columns \['audio', 'text', 'speaker'\]"):
         rows_for(parquet_24k, orpheus_text_column="transcript")
-    with pytest.raises(ValueError, match="orpheus_speaker_column='voice'"):
+    with pytest.raises(ValueError, match="no speaker 'voice' column"):
         rows_for(parquet_24k, orpheus_speaker_column="voice")
 
 
@@ -118,15 +117,36 @@ def test_any_format_rate_and_channel_count(rows_for, tmp_path, snac_model, metad
         np.testing.assert_array_equal(layout.speech_frames(ids), expected, err_msg=name)
 
 
-def test_a_bad_row_names_the_dataset_row_and_file(rows_for, tmp_path, audiofolder_24k, metadata):
-    (tmp_path / "good.wav").write_bytes((audiofolder_24k / metadata[0]["file_name"]).read_bytes())
-    (tmp_path / "metadata.csv").write_text("file_name,text\ngood.wav,fine\nmissing.wav,gone\n")
-    with pytest.raises(RowError, match=r"metadata.csv, row 1 \(missing.wav\): audio file not found: .*missing.wav"):
-        rows_for(tmp_path / "metadata.csv")
+def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, snac_model, speech_24k, metadata):
+    """message_property_mappings in a dataset entry: its own column names, and one voice for all its rows."""
+    from helpers import prepare_report
+
+    dataset = load_raw(parquet_24k).rename_columns({"audio": "wav", "text": "sentence"}).remove_columns("speaker")
+    rows, report = prepare_report(
+        tokenizer, parquet_24k, dataset, mappings={"audio": "wav", "text": "sentence", "voice": "tara"},
+        orpheus_snac_model=str(standins["snac"]),
+    )
+    expected = [reference_row(snac_model, tokenizer, clip, row["text"], "tara") for clip, row in zip(speech_24k, metadata)]
+    assert rows["input_ids"] == expected
+    assert list(report.speaker_rows) == ["tara"]
 
 
-def test_empty_text_is_a_clear_error(rows_for, tmp_path, audiofolder_24k, metadata):
-    (tmp_path / "good.wav").write_bytes((audiofolder_24k / metadata[0]["file_name"]).read_bytes())
-    (tmp_path / "metadata.csv").write_text('file_name,text\ngood.wav,fine\ngood.wav," "\n')
-    with pytest.raises(RowError, match=r"row 1 \(good.wav\): text column 'text' holds ' ', not text"):
-        rows_for(tmp_path / "metadata.csv")
+def test_a_tokenizer_without_the_orpheus_layout_fails_before_encoding(rows_for, parquet_24k, tokenizer):
+    import copy
+
+    plain = copy.deepcopy(tokenizer)
+    plain.convert_tokens_to_ids = lambda token: 0  # as a tokenizer without Orpheus' custom tokens answers
+    with pytest.raises(ValueError, match=r"does not have the Orpheus layout: <\|eot_id\|> is id 0, not 128009.*canopylabs"):
+        prepare(plain, parquet_24k)
+
+
+def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_path, standins):
+    import json
+    import shutil
+
+    shutil.copytree(standins["snac"], tmp_path / "snac_32khz")
+    config = json.loads((tmp_path / "snac_32khz" / "config.json").read_text())
+    config.update(sampling_rate=32000, vq_strides=[8, 4, 2, 1])
+    (tmp_path / "snac_32khz" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"32000 Hz model .* needs the 24 kHz model .*hubertsiuzdak/snac_24khz"):
+        rows_for(parquet_24k, orpheus_snac_model=str(tmp_path / "snac_32khz"))

@@ -1,0 +1,137 @@
+"""Bad input, one kind per test: dropped and counted by reason (or a clear error), good rows unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+from datasets import Dataset
+
+from axolotl_orpheus.audio import SAMPLE_RATE
+from axolotl_orpheus.report import summarize
+from axolotl_orpheus.tts import RowError
+from conftest import CLIPS_DIR
+from helpers import prepare_report
+
+GOOD = ["clip_04.wav", "clip_05.wav"]  # two short bundled clips (clip_04 has a duplicate frame), rows 0 and 2 of every case
+
+
+def speech(seconds: float) -> np.ndarray:
+    """Real speech of about the given length at 24 kHz: bundled clips end to end, cut."""
+    from axolotl_orpheus.audio import load_clip
+
+    clips = np.concatenate([load_clip(str(path)) for path in sorted(CLIPS_DIR.glob("*.wav"))])
+    return clips[: int(seconds * SAMPLE_RATE)]
+
+
+def write(path, samples, subtype="PCM_16"):
+    soundfile.write(path, samples, SAMPLE_RATE, subtype=subtype)
+
+
+# kind -> (how to make the bad row's file, its csv text, the reason, settings, kept as a warning?)
+CASES = {
+    "undecodable bytes": (lambda p: p.write_bytes(b"RIFF-but-not-really-audio"), "bad", "undecodable_audio", {}),
+    "missing file": (lambda p: None, "bad", "missing_file", {}),
+    "zero-length audio": (lambda p: write(p, np.zeros(0, np.float32)), "bad", "empty_audio", {}),
+    "shorter than one frame": (lambda p: write(p, speech(0.05)), "bad", "shorter_than_one_frame", {}),
+    "NaN samples": (lambda p: write(p, np.r_[speech(1.0), np.nan].astype(np.float32), "FLOAT"), "bad", "non_finite_samples", {}),
+    "inf samples": (lambda p: write(p, np.r_[speech(1.0), np.inf].astype(np.float32), "FLOAT"), "bad", "non_finite_samples", {}),
+    "missing text": (lambda p: write(p, speech(1.0)), "", "no_text", {}),
+    "empty text": (lambda p: write(p, speech(1.0)), '"  "', "empty_text", {}),
+    "longer than orpheus_max_seconds": (lambda p: write(p, speech(6.0)), "bad", "longer_than_max_seconds", {"orpheus_max_seconds": 4}),
+    "shorter than orpheus_min_seconds": (lambda p: write(p, speech(0.5)), "bad", "shorter_than_min_seconds", {"orpheus_min_seconds": 1}),
+    "more tokens than sequence_len": (lambda p: write(p, speech(6.0)), "bad", "longer_than_sequence_len", {"sequence_len": 400}),
+}
+WARNINGS = {
+    "all-silent audio": (lambda p: write(p, np.zeros(SAMPLE_RATE, np.float32)), "silent_audio"),
+    "clipping": (lambda p: write(p, np.clip(20 * speech(1.0), -1, 1)), "clipping"),
+}
+
+
+@pytest.fixture(scope="module")
+def good_rows(tokenizer, standins, tmp_path_factory):
+    """The good rows alone: every case must keep exactly these."""
+    folder = tmp_path_factory.mktemp("good")
+    make_metadata(folder, None, "unused")
+    rows, _ = prepare_report(tokenizer, folder / "metadata.csv", orpheus_snac_model=str(standins["snac"]))
+    return rows["input_ids"]
+
+
+def make_metadata(folder, make_bad, bad_text, speakers=("ada", "ada", "ada")):
+    for name in GOOD:
+        (folder / name).write_bytes((CLIPS_DIR / name).read_bytes())
+    lines = ["file_name,text,speaker", f"{GOOD[0]},Good one.,{speakers[0]}", f"bad.wav,{bad_text},{speakers[1]}", f"{GOOD[1]},Good two.,{speakers[2]}"]
+    if make_bad is None:
+        del lines[2]
+    else:
+        make_bad(folder / "bad.wav")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return folder / "metadata.csv"
+
+
+def run(tokenizer, standins, path, **settings):
+    return prepare_report(tokenizer, path, orpheus_snac_model=str(standins["snac"]), **settings)
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_a_bad_row_is_dropped_and_counted(kind, tmp_path, tokenizer, standins, good_rows):
+    make_bad, text, reason, settings = CASES[kind]
+    path = make_metadata(tmp_path, make_bad, text)
+    rows, report = run(tokenizer, standins, path, **settings)
+    assert rows["input_ids"] == good_rows
+    summary = summarize([report])
+    assert (summary["rows_in"], summary["rows_out"]) == (3, 2)
+    assert summary["dropped"] == {reason: {"count": 1, "examples": [{"dataset": str(path), "row": 1}]}}
+    assert summary["warnings"] == {}
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_a_bad_row_stops_the_run_when_asked(kind, tmp_path, tokenizer, standins):
+    make_bad, text, reason, settings = CASES[kind]
+    path = make_metadata(tmp_path, make_bad, text)
+    with pytest.raises(RowError, match=rf"Orpheus dataset {path}, row 1 \(bad.wav\): .+\. To fix: .+orpheus_on_bad_row: skip"):
+        run(tokenizer, standins, path, orpheus_on_bad_row="raise", **settings)
+
+
+@pytest.mark.parametrize("kind", WARNINGS)
+def test_suspicious_audio_is_kept_with_a_warning(kind, tmp_path, tokenizer, standins, good_rows):
+    make_bad, warning = WARNINGS[kind]
+    path = make_metadata(tmp_path, make_bad, "Kept.")
+    rows, report = run(tokenizer, standins, path, orpheus_on_bad_row="raise")
+    assert [rows["input_ids"][0], rows["input_ids"][2]] == good_rows
+    summary = summarize([report])
+    assert (summary["rows_out"], summary["dropped"]) == (3, {})
+    assert summary["warnings"] == {warning: {"count": 1, "examples": [{"dataset": str(path), "row": 1}]}}
+
+
+def test_an_empty_speaker_is_dropped(tmp_path, tokenizer, standins, good_rows):
+    path = make_metadata(tmp_path, lambda p: write(p, speech(1.0)), "Fine text.", speakers=("ada", "", "ada"))
+    rows, report = run(tokenizer, standins, path)
+    assert rows["input_ids"] == good_rows
+    assert summarize([report])["dropped"] == {"empty_speaker": {"count": 1, "examples": [{"dataset": str(path), "row": 1}]}}
+
+
+def test_text_that_is_not_a_string_is_dropped(tmp_path, tokenizer, standins):
+    """A csv whose transcripts are all numbers loads as an int column."""
+    (tmp_path / "a.wav").write_bytes((CLIPS_DIR / GOOD[0]).read_bytes())
+    dataset = Dataset.from_dict({"file_name": ["a.wav"], "text": [42]})
+    rows, report = prepare_report(
+        tokenizer, tmp_path / "metadata.csv", dataset, orpheus_snac_model=str(standins["snac"])
+    )
+    assert len(rows) == 0
+    assert summarize([report])["dropped"]["text_not_string"]["count"] == 1
+
+
+def test_report_figures(tmp_path, tokenizer, standins, good_rows):
+    """Hours, tokens per row, speakers and dedupe counts add up."""
+    path = make_metadata(tmp_path, None, "unused")
+    rows, report = run(tokenizer, standins, path, sequence_len=1000)
+    every, _ = run(tokenizer, standins, path, orpheus_remove_duplicate_frames=False)
+    summary = summarize([report])
+    seconds = sum(soundfile.info(str(CLIPS_DIR / name)).duration for name in GOOD)
+    assert summary["audio_hours_in"] == summary["audio_hours_out"] == pytest.approx(seconds / 3600, abs=1e-6)
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    assert summary["tokens_per_row"] == {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths), "sequence_len": 1000}
+    removed = (sum(len(ids) for ids in every["input_ids"]) - sum(lengths)) // 7
+    assert summary["frames_removed_by_dedupe"] == removed > 0
+    assert summary["speakers"] == {"ada": {"rows": 2, "hours": pytest.approx(seconds / 3600, abs=1e-6)}}
