@@ -4,7 +4,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+# The reference recipe's models and sequence length (axolotl's examples/orpheus).
+DEFAULT_BASE_MODEL = "canopylabs/orpheus-3b-0.1-pretrained"
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
+DEFAULT_SEQUENCE_LEN = 8192
 
 
 class OrpheusArgs(BaseModel):
@@ -29,7 +32,8 @@ class OrpheusArgs(BaseModel):
     orpheus_speaker_column: str = Field(
         default="speaker",
         json_schema_extra={
-            "description": 'Column naming the voice; when present the prompt is "{speaker}: {text}".'
+            "description": 'Column naming the voice; when present the prompt is "{speaker}: {text}". '
+            '"" for text-only prompts even when the dataset has a speaker column.'
         },
     )
     orpheus_remove_duplicate_frames: bool = Field(

@@ -45,27 +45,41 @@ def resolve_path(path: str, base_dir: str | None) -> str:
     return path
 
 
-def read_audio(source: Any, base_dir: str | None = None) -> tuple[np.ndarray, int]:
-    """Decode one row's audio to float32 samples of shape (frames, channels) and its sample rate.
+def open_source(source: Any, base_dir: str | None = None) -> Any:
+    """What soundfile should open for a row's audio: its bytes, or its file path (which must exist).
 
     `source` is what a row holds: {"bytes", "path"} from an undecoded `Audio` column (bytes win: the
     hub layout embeds them and the path is then only a name), or a plain file path.
     """
     if isinstance(source, dict) and source.get("bytes") is not None:
-        file: Any = io.BytesIO(source["bytes"])
-    elif isinstance(source, dict) and source.get("path"):
-        file = resolve_path(source["path"], base_dir)
+        return io.BytesIO(source["bytes"])
+    if isinstance(source, dict) and source.get("path"):
+        path = resolve_path(source["path"], base_dir)
     elif isinstance(source, str) and source:
-        file = resolve_path(source, base_dir)
+        path = resolve_path(source, base_dir)
     else:
         raise AudioError(f"no audio in this row (got {source!r}); expected a file path or audio bytes", "no_audio")
-    if isinstance(file, str) and not os.path.isfile(file):
-        raise AudioError(f"audio file not found: {file}", "missing_file")
+    if not os.path.isfile(path):
+        raise AudioError(f"audio file not found: {path}", "missing_file")
+    return path
+
+
+def read_audio(source: Any, base_dir: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode one row's audio to float32 samples of shape (frames, channels) and its sample rate."""
     try:
-        samples, rate = soundfile.read(file, dtype="float32", always_2d=True)
+        samples, rate = soundfile.read(open_source(source, base_dir), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(f"cannot decode audio {describe_source(source)}: {exc}", "undecodable_audio") from exc
     return samples, rate
+
+
+def audio_info(source: Any, base_dir: str | None = None) -> tuple[int, float]:
+    """A row's sample rate and duration in seconds, from the file header alone (fast, for inspecting)."""
+    try:
+        info = soundfile.info(open_source(source, base_dir))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(f"cannot decode audio {describe_source(source)}: {exc}", "undecodable_audio") from exc
+    return info.samplerate, info.duration
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:

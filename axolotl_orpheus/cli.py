@@ -1,4 +1,4 @@
-"""`axolotl-orpheus`: the CPU demo and decoding prepared rows, thin on top of the package's functions."""
+"""`axolotl-orpheus`: demo, init, decode, speak and report, thin on top of the package's functions."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_orpheus.args import DEFAULT_SNAC_MODEL
+from axolotl_orpheus.args import DEFAULT_BASE_MODEL, DEFAULT_SEQUENCE_LEN, DEFAULT_SNAC_MODEL
 
-DEFAULT_TOKENIZER = "canopylabs/orpheus-3b-0.1-pretrained"
-BUNDLED_CLIPS = resources.files("axolotl_orpheus") / "data" / "clips"
+DATA = resources.files("axolotl_orpheus") / "data"
+BUNDLED_CLIPS = DATA / "clips"
 STANDINS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "axolotl_orpheus"
 
 
@@ -52,35 +52,20 @@ def hub_answers(repo_id: str) -> bool:
         return False
 
 
-def demo_config(out: Path, tokenizer: str, snac_model: str, base_model: Path, max_steps: int) -> dict:
-    """The CPU demo's axolotl config: the bundled clips, a tiny model, a few training steps."""
-    return {
-        "base_model": str(base_model),
-        "tokenizer_config": tokenizer,
-        "plugins": ["axolotl_orpheus.OrpheusPlugin"],
-        "datasets": [{"path": str(BUNDLED_CLIPS), "type": "axolotl_orpheus.tts"}],
-        "orpheus_snac_model": snac_model,
-        "dataset_prepared_path": str(out / "prepared"),
-        "output_dir": str(out / "model"),
-        "special_tokens": {"pad_token": "<custom_token_7>"},
-        "sequence_len": 1024,
-        "sample_packing": False,
-        "val_set_size": 0,
-        "dataset_num_proc": 1,
-        "micro_batch_size": 2,
-        "gradient_accumulation_steps": 1,
-        "max_steps": max_steps,
-        "learning_rate": 1e-3,
-        "optimizer": "adamw_torch",
-        "lr_scheduler": "cosine",
-        "bf16": False,
-        "fp16": False,
-        "tf32": False,
-        "attn_implementation": "sdpa",
-        "logging_steps": 1,
-        "save_safetensors": True,
-        "seed": 42,
-    }
+def demo_config(out: Path, tokenizer: str, snac_model: str, base_model: Path, max_steps: int | None = None) -> dict:
+    """The CPU demo's axolotl config: data/cpu-demo.yml (examples/cpu-demo.yml) with models and paths filled in."""
+    config = yaml.safe_load((DATA / "cpu-demo.yml").read_text())
+    config.update(
+        base_model=str(base_model),
+        tokenizer_config=tokenizer,
+        datasets=[{"path": str(BUNDLED_CLIPS), "type": "axolotl_orpheus.tts"}],
+        orpheus_snac_model=snac_model,
+        dataset_prepared_path=str(out / "prepared"),
+        output_dir=str(out / "model"),
+    )
+    if max_steps is not None:
+        config["max_steps"] = max_steps
+    return config
 
 
 def newest_prepared_dataset(prepared_root: Path) -> Path:
@@ -105,8 +90,8 @@ def demo(args: argparse.Namespace) -> None:
     env = {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "PATH": path}
     standins = build_standins(STANDINS_CACHE / "standins")
     # A 3B model does not train on a CPU: the demo always trains a tiny Llama with Orpheus' vocabulary.
-    if hub_answers(DEFAULT_SNAC_MODEL) and hub_answers(DEFAULT_TOKENIZER):
-        tokenizer, snac_model = DEFAULT_TOKENIZER, DEFAULT_SNAC_MODEL
+    if hub_answers(DEFAULT_SNAC_MODEL) and hub_answers(DEFAULT_BASE_MODEL):
+        tokenizer, snac_model = DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL
         print(f"Using the real tokenizer {tokenizer} and codec {snac_model}.")
     else:
         tokenizer, snac_model = str(standins["tokenizer"]), str(standins["snac"])
@@ -134,6 +119,56 @@ def decode(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({seconds:.2f} s at 24 kHz)")
 
 
+def speak(args: argparse.Namespace) -> None:
+    from axolotl_orpheus import codec
+    from axolotl_orpheus import speak as speaking
+    from axolotl_orpheus.audio import SAMPLE_RATE
+
+    model, tokenizer = speaking.load_speaker_model(args.model, args.device)
+    samples = speaking.speak(
+        model,
+        tokenizer,
+        codec.load_snac(args.snac_model, args.device),
+        args.text,
+        args.voice,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+    )
+    write_wav(Path(args.out), samples, SAMPLE_RATE)
+    print(f"wrote {args.out} ({len(samples) / SAMPLE_RATE:.2f} s at 24 kHz)")
+
+
+def init(args: argparse.Namespace) -> None:
+    from axolotl_orpheus import starter
+
+    found = starter.survey(args.dataset)
+    print(found.summary())
+    for warning in found.warnings(args.sequence_len):
+        print(f"warning: {warning}")
+    if not found.speaker_column and not args.voice:
+        print("note: no speaker column and no --voice: prompts are the text alone; --voice NAME names the voice")
+    out = Path(args.out)
+    out.write_text(starter.write_config(found, str(out), args.voice, args.base_model, args.snac_model, args.sequence_len))
+    print(f"wrote {out}: run `axolotl preprocess {out}` then `axolotl train {out}`")
+
+
+def report(args: argparse.Namespace) -> None:
+    import json
+
+    from axolotl_orpheus.report import REPORT_FILE, plot_report, report_table
+
+    path = Path(args.prepared_dir) / REPORT_FILE
+    if not path.is_file():
+        raise SystemExit(f"no {REPORT_FILE} in {args.prepared_dir}: run `axolotl preprocess` with the Orpheus plugin")
+    content = json.loads(path.read_text())
+    print(report_table(content))
+    png = plot_report(content, Path(args.png or Path(args.prepared_dir) / "orpheus_report.png"))
+    print(f"\nwrote {png}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="axolotl-orpheus", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +187,34 @@ def main(argv: list[str] | None = None) -> None:
     decode_parser.add_argument("--snac-model", default=DEFAULT_SNAC_MODEL)
     decode_parser.add_argument("--device", default=None, help="default: cuda, then mps, then cpu")
     decode_parser.set_defaults(func=decode)
+
+    speak_parser = commands.add_parser("speak", help="speak text with a model or LoRA adapter into a 24 kHz wav")
+    speak_parser.add_argument("--model", required=True, help="a model folder, a hub id or a LoRA adapter folder")
+    speak_parser.add_argument("--text", required=True)
+    speak_parser.add_argument("--voice", default=None, help='the speaker name of "{voice}: {text}"; default: text only')
+    speak_parser.add_argument("--out", default="speech.wav")
+    speak_parser.add_argument("--snac-model", default=DEFAULT_SNAC_MODEL)
+    speak_parser.add_argument("--max-new-tokens", type=int, default=1200, help="per sentence piece; 7 per frame")
+    speak_parser.add_argument("--temperature", type=float, default=0.6)
+    speak_parser.add_argument("--top-p", type=float, default=0.95)
+    speak_parser.add_argument("--repetition-penalty", type=float, default=1.1)
+    speak_parser.add_argument("--seed", type=int, default=0)
+    speak_parser.add_argument("--device", default=None, help="default: cuda, then mps, then cpu")
+    speak_parser.set_defaults(func=speak)
+
+    init_parser = commands.add_parser("init", help="inspect a raw audio dataset and write a finetune.yml for it")
+    init_parser.add_argument("dataset", help="a folder with metadata.csv, a parquet/csv file, or a hub dataset id")
+    init_parser.add_argument("--voice", default=None, help="speaker name for a single-voice dataset")
+    init_parser.add_argument("--out", default="finetune.yml")
+    init_parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
+    init_parser.add_argument("--snac-model", default=DEFAULT_SNAC_MODEL)
+    init_parser.add_argument("--sequence-len", type=int, default=DEFAULT_SEQUENCE_LEN)
+    init_parser.set_defaults(func=init)
+
+    report_parser = commands.add_parser("report", help="print a prepared dataset's report and plot it to a PNG")
+    report_parser.add_argument("prepared_dir", help="a prepared dataset folder (dataset_prepared_path/<hash>)")
+    report_parser.add_argument("--png", default=None, help="default: PREPARED_DIR/orpheus_report.png")
+    report_parser.set_defaults(func=report)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -14,6 +14,7 @@ import numpy as np
 
 REPORT_FILE = "orpheus_report.json"
 EXAMPLES = 5  # row indices kept per reason, to find the rows without listing thousands
+HISTOGRAM_BINS = 20
 
 # Why a row was dropped -> what to do about it (also the hint in `orpheus_on_bad_row: raise` errors).
 DROP_REASONS = {
@@ -52,6 +53,7 @@ class DatasetReport:
     seconds_out: float = 0.0
     frames_removed: int = 0
     tokens: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # of each kept clip
     speaker_rows: dict[str, int] = field(default_factory=dict)
     speaker_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -66,6 +68,7 @@ class DatasetReport:
         self.seconds_in += seconds
         self.seconds_out += seconds
         self.tokens.append(tokens)
+        self.seconds.append(seconds)
         self.frames_removed += frames_removed
         name = speaker or ""
         self.speaker_rows[name] = self.speaker_rows.get(name, 0) + 1
@@ -87,9 +90,15 @@ def _by_reason(reports: list[DatasetReport], attribute: str) -> dict[str, dict]:
     return dict(sorted(counted.items()))
 
 
+def _histogram(values: np.ndarray, top: float) -> dict:
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(0, top or 1))
+    return {"edges": [round(float(e), 3) for e in edges], "counts": counts.tolist()}
+
+
 def summarize(reports: list[DatasetReport]) -> dict:
     """The report's figures over some datasets (one, or all of them for the total)."""
     tokens = np.array([t for report in reports for t in report.tokens], dtype=np.int64)
+    seconds = np.array([s for report in reports for s in report.seconds], dtype=np.float64)
     sequence_len = next((r.sequence_len for r in reports if r.sequence_len), None)
     speakers: dict[str, dict] = {}
     for report in reports:
@@ -110,7 +119,9 @@ def summarize(reports: list[DatasetReport]) -> dict:
             "median": float(np.median(tokens)) if len(tokens) else None,
             "max": int(tokens.max()) if len(tokens) else None,
             "sequence_len": sequence_len,
+            "histogram": _histogram(tokens, max(sequence_len or 0, int(tokens.max()) if len(tokens) else 0)),
         },
+        "clip_seconds_histogram": _histogram(seconds, float(seconds.max()) if len(seconds) else 0),
         "speakers": {name: {"rows": e["rows"], "hours": round(e["hours"], 6)} for name, e in sorted(speakers.items())},
     }
 
@@ -140,3 +151,50 @@ def summary_text(summary: dict) -> str:
             rows = ", ".join(str(e["row"]) for e in entry["examples"])
             lines.append(f"  {kind} {reason}: {entry['count']} (e.g. rows {rows}): {hints[reason]}")
     return "\n".join(lines)
+
+
+def report_table(report: dict) -> str:
+    """The report's main figures, one line per dataset and the total, then the reasons."""
+    header = f"{'dataset':<48} {'rows in':>8} {'rows out':>8} {'hours in':>9} {'hours out':>9} {'dropped':>8}"
+    lines = [header, "-" * len(header)]
+    for name, part in [*((d["dataset"], d) for d in report["datasets"]), ("total", report["total"])]:
+        dropped = sum(entry["count"] for entry in part["dropped"].values())
+        lines.append(
+            f"{name if len(name) <= 48 else '...' + name[-45:]:<48} {part['rows_in']:>8} {part['rows_out']:>8} {part['audio_hours_in']:>9.3f} "
+            f"{part['audio_hours_out']:>9.3f} {dropped:>8}"
+        )
+    return "\n".join(lines) + "\n\n" + summary_text(report["total"])
+
+
+def plot_report(report: dict, png: Path) -> Path:
+    """A PNG of the clip-duration histogram, hours per speaker, and tokens per row against sequence_len."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError as exc:
+        raise SystemExit("the report plot needs matplotlib: pip install 'axolotl-orpheus[plots]'") from exc
+
+    total = report["total"]
+    figure, (durations, speakers, tokens) = plt.subplots(1, 3, figsize=(16, 4.5))
+    for axis, histogram, label in (
+        (durations, total["clip_seconds_histogram"], "clip duration (s)"),
+        (tokens, total["tokens_per_row"]["histogram"], "tokens per row"),
+    ):
+        edges = histogram["edges"]
+        axis.stairs(histogram["counts"], edges, fill=True)
+        axis.set(xlabel=label, ylabel="rows")
+    durations.set_title(f"{total['rows_out']} clips, {total['audio_hours_out']:.3g} hours")
+    sequence_len = total["tokens_per_row"]["sequence_len"]
+    if sequence_len:
+        tokens.axvline(sequence_len, color="red", linestyle="--", label=f"sequence_len {sequence_len}")
+        tokens.legend()
+    tokens.set_title("tokens per row")
+    names = list(total["speakers"]) or [""]
+    speakers.barh([name or "(no speaker)" for name in names], [total["speakers"].get(n, {}).get("hours", 0) for n in names])
+    speakers.set(xlabel="hours", title="hours per speaker")
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    plt.close(figure)
+    return png

@@ -146,8 +146,8 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         if audio_column not in names and audio_column == "audio" and AUDIOFOLDER_FILE_COLUMN in names:
             audio_column = AUDIOFOLDER_FILE_COLUMN
         missing = [f"{key} {column!r}" for key, column in (("audio", audio_column), ("text", text_column)) if column not in names]
-        if speaker_column not in names:
-            if speaker_column != default_speaker:  # asked for by name: it must be there
+        if speaker_column not in names:  # "" asks for text-only prompts
+            if speaker_column not in ("", default_speaker):  # asked for by name: it must be there
                 missing.append(f"speaker {speaker_column!r}")
             speaker_column = None
         if missing:

@@ -131,7 +131,10 @@ def test_report_figures(tmp_path, tokenizer, standins, good_rows):
     seconds = sum(soundfile.info(str(CLIPS_DIR / name)).duration for name in GOOD)
     assert summary["audio_hours_in"] == summary["audio_hours_out"] == pytest.approx(seconds / 3600, abs=1e-6)
     lengths = [len(ids) for ids in rows["input_ids"]]
-    assert summary["tokens_per_row"] == {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths), "sequence_len": 1000}
+    tokens = summary["tokens_per_row"]
+    assert (tokens["min"], tokens["median"], tokens["max"], tokens["sequence_len"]) == (min(lengths), float(np.median(lengths)), max(lengths), 1000)
+    assert sum(tokens["histogram"]["counts"]) == sum(summary["clip_seconds_histogram"]["counts"]) == 2
+    assert tokens["histogram"]["edges"][-1] == 1000
     removed = (sum(len(ids) for ids in every["input_ids"]) - sum(lengths)) // 7
     assert summary["frames_removed_by_dedupe"] == removed > 0
     assert summary["speakers"] == {"ada": {"rows": 2, "hours": pytest.approx(seconds / 3600, abs=1e-6)}}

@@ -121,3 +121,12 @@ def test_the_example_config_validates(tmp_path, standins):
     assert cfg.orpheus_snac_model == "hubertsiuzdak/snac_24khz"
     assert cfg.orpheus_remove_duplicate_frames is True and cfg.orpheus_train_on_text is True
     assert cfg.datasets[0].ds_type == "csv"
+
+
+def test_per_dataset_keys_survive_validation(tmp_path, standins):
+    """The per-dataset keys live in message_property_mappings, which axolotl's validation keeps."""
+    entry = {"path": str(BUNDLED_CLIPS), "type": "axolotl_orpheus.tts", "message_property_mappings": {"voice": "tara", "text": "sentence"}}
+    cfg = validated(tmp_path, standins, datasets=[entry])
+    mappings = cfg.datasets[0].message_property_mappings
+    assert (mappings["voice"], mappings["text"]) == ("tara", "sentence")
+    assert FINGERPRINT_KEY in mappings

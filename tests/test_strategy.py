@@ -150,3 +150,8 @@ def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_pa
     (tmp_path / "snac_32khz" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"32000 Hz model .* needs the 24 kHz model .*hubertsiuzdak/snac_24khz"):
         rows_for(parquet_24k, orpheus_snac_model=str(tmp_path / "snac_32khz"))
+
+
+def test_an_empty_speaker_column_name_asks_for_text_only_prompts(rows_for, parquet_24k, tokenizer, snac_model, speech_24k, metadata):
+    rows = rows_for(parquet_24k, orpheus_speaker_column="")
+    assert rows["input_ids"] == reference_rows(snac_model, tokenizer, speech_24k, metadata, speaker=False)

@@ -1,0 +1,197 @@
+"""Speaking from a checkpoint: the training prompt, frame-constrained sampling, sentence pieces, SNAC audio.
+
+Pure functions on a loaded model, so the `speak` command and a training callback share them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor
+
+from axolotl_orpheus import codec, layout
+from axolotl_orpheus.audio import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+LOG = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+# About 1200 new tokens (15 s of audio) fit this much text at a normal speaking rate.
+MAX_CHARS = 200
+PAUSE_SECONDS = 0.1
+# Tried in turn on a piece still longer than max_chars: sentence ends, then clauses, commas, words.
+_BREAKS = (r"(?<=[.!?])\s+", r"(?<=[;:])\s+", r"(?<=,)\s+", r"\s+")
+
+
+def speech_prompt_ids(tokenizer, text: str, voice: str | None = None) -> list[int]:
+    """The ids a training row starts with, up to and including start_of_speech: what the model continues."""
+    text_ids = tokenizer(layout.prompt_text(text, voice), add_special_tokens=True).input_ids
+    return [*layout.PROMPT_PREFIX.tolist(), *text_ids, *layout.PROMPT_SUFFIX.tolist()]
+
+
+class FrameConstraint(LogitsProcessor):
+    """Only the ids a well-formed frame can hold: codebook k's 4096 codes at generated position j, k = j % 7.
+
+    end_of_speech is allowed only at a frame boundary after at least one frame, so generation always
+    ends on whole frames and every code lands in its own codebook (no dropped or shifted codes).
+    """
+
+    def __init__(self, prompt_length: int, vocab_size: int) -> None:
+        self.prompt_length = prompt_length
+        # Row k allows codebook k; the extra last row is row 0 plus end_of_speech.
+        allowed = torch.zeros(layout.TOKENS_PER_FRAME + 1, vocab_size, dtype=torch.bool)
+        for k, offset in enumerate(layout.FRAME_OFFSETS.tolist()):
+            allowed[k, offset : offset + layout.CODEBOOK_SIZE] = True
+        allowed[-1] = allowed[0]
+        allowed[-1, layout.END_OF_SPEECH] = True
+        self.allowed = allowed
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids.shape[1] - self.prompt_length
+        k = generated % layout.TOKENS_PER_FRAME
+        row = -1 if k == 0 and generated > 0 else k
+        if self.allowed.device != scores.device:
+            self.allowed = self.allowed.to(scores.device)
+        return scores.masked_fill(~self.allowed[row], -float("inf"))
+
+
+def generate_speech(
+    model,
+    tokenizer,
+    text: str,
+    voice: str | None = None,
+    max_new_tokens: int = 1200,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    repetition_penalty: float = 1.1,
+    seed: int = 0,
+) -> np.ndarray:
+    """The audio frames (n, 7) the model speaks for `text`, sampled reproducibly from `seed`.
+
+    The caller's random state and the model's train/eval mode are left as they were, so a training
+    callback can call this between steps.
+    """
+    whole_frames = max_new_tokens - max_new_tokens % layout.TOKENS_PER_FRAME
+    if whole_frames == 0:
+        raise ValueError(f"max_new_tokens must allow one frame of 7 tokens; got {max_new_tokens}")
+    prompt = speech_prompt_ids(tokenizer, text, voice)
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([prompt], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                logits_processor=[FrameConstraint(len(prompt), model.get_output_embeddings().weight.shape[0])],
+                max_new_tokens=whole_frames,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,  # not part of Orpheus' sampling; 0 switches off transformers' default of 50
+                repetition_penalty=repetition_penalty,
+                eos_token_id=layout.END_OF_SPEECH,
+                pad_token_id=layout.PAD,
+            )
+    finally:
+        model.train(was_training)
+    tokens = output[0, len(prompt) :].cpu().numpy()
+    ends = np.flatnonzero(tokens == layout.END_OF_SPEECH)
+    if len(ends):
+        tokens = tokens[: ends[0]]
+    else:
+        LOG.warning(
+            "No end_of_speech within %d new tokens: keeping the %d frames generated; the speech may be cut "
+            "off (raise max_new_tokens, or split the text into shorter pieces)",
+            whole_frames,
+            len(tokens) // layout.TOKENS_PER_FRAME,
+        )
+    return layout.speech_frames(np.concatenate([[layout.START_OF_SPEECH], tokens, [layout.END_OF_SPEECH]]))
+
+
+def _merge(pieces: list[str], max_chars: int) -> list[str]:
+    """Join neighbouring pieces while they fit, so a long text is not spoken in tiny fragments."""
+    merged: list[str] = []
+    for piece in pieces:
+        if merged and len(merged[-1]) + 1 + len(piece) <= max_chars:
+            merged[-1] += " " + piece
+        else:
+            merged.append(piece)
+    return merged
+
+
+def _split(text: str, max_chars: int, breaks: tuple[str, ...]) -> list[str]:
+    if len(text) <= max_chars or not breaks:
+        return [text]
+    pieces = [piece for part in re.split(breaks[0], text) for piece in _split(part, max_chars, breaks[1:])]
+    return _merge(pieces, max_chars)
+
+
+def split_sentences(text: str, max_chars: int = MAX_CHARS) -> list[str]:
+    """Pieces of at most `max_chars` (when the text allows), cut at sentence ends, then at ; and :.
+
+    Orpheus speaks about 15 s per generation and rambles past the text on long inputs (canopyai/
+    Orpheus-TTS #48): long text is spoken piece by piece. Commas and then spaces are last resorts.
+    """
+    text = " ".join(text.split())
+    return _split(text, max_chars, _BREAKS) if text else []
+
+
+def speak(
+    model,
+    tokenizer,
+    snac,
+    text: str,
+    voice: str | None = None,
+    max_chars: int = MAX_CHARS,
+    seed: int = 0,
+    **sampling: Any,
+) -> np.ndarray:
+    """24 kHz float32 audio of `text`: each sentence piece generated and decoded, joined by short pauses.
+
+    `sampling` goes to `generate_speech` (max_new_tokens, temperature, top_p, repetition_penalty);
+    piece i is sampled and decoded with seed + i, so pieces differ yet the whole is reproducible.
+    """
+    pieces = split_sentences(text, max_chars)
+    if not pieces:
+        raise ValueError("there is no text to speak")
+    clips = []
+    for i, piece in enumerate(pieces):
+        frames = generate_speech(model, tokenizer, piece, voice, seed=seed + i, **sampling)
+        clips.append(codec.decode(snac, layout.deinterleave(frames), seed=seed + i))
+    pause = np.zeros(int(PAUSE_SECONDS * SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate([part for clip in clips for part in (pause, clip)][1:])
+
+
+def load_speaker_model(name_or_path: str, device: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) in eval mode on `device`, from a model folder, a hub id or a LoRA adapter folder.
+
+    An adapter folder (one with adapter_config.json, as axolotl writes for `adapter: lora`) is applied to
+    its base_model_name_or_path and merged; its tokenizer is used when it saved one, else the base's.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_config = Path(name_or_path) / ADAPTER_CONFIG
+    if adapter_config.is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype="auto"), name_or_path)
+        model = model.merge_and_unload()
+        has_tokenizer = (Path(name_or_path) / "tokenizer_config.json").is_file()
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path if has_tokenizer else base)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype="auto")
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    layout.check_tokenizer(tokenizer)
+    return model.to(codec.pick_device(device)).eval(), tokenizer

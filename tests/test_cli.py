@@ -1,0 +1,61 @@
+"""`axolotl-orpheus init` and `report`: a config that axolotl preprocess accepts as is, and a report with plots."""
+
+from __future__ import annotations
+
+import yaml
+from axolotl.cli.config import load_cfg
+
+from axolotl_orpheus.cli import BUNDLED_CLIPS, main, newest_prepared_dataset
+from test_e2e import axolotl
+
+
+def test_init_writes_a_config_that_preprocess_accepts_and_report_plots_it(tmp_path, standins, capsys):
+    out = tmp_path / "finetune.yml"
+    main(["init", str(BUNDLED_CLIPS), "--voice", "ignored", "--out", str(out),
+          "--base-model", str(standins["model"]), "--snac-model", str(standins["snac"])])
+    printed = capsys.readouterr().out
+    assert "6 clips" in printed and "22050 Hz x 6" in printed
+    assert "columns: audio='file_name' text='text' speaker='speaker'" in printed
+    assert "warning: only 6 readable clips: about 50 are needed to start" in printed
+    assert "warning: speaker 'ada' has 3 clips; about 300 per speaker give the best results" in printed
+    config = yaml.safe_load(out.read_text())
+    assert "message_property_mappings" not in config["datasets"][0]  # the default columns need no mapping
+    assert config["val_set_size"] == 0  # too few rows for a validation split
+
+    # As is, except what this CPU machine cannot run (the config targets a GPU).
+    config.update(bf16=False, tf32=False, attn_implementation="sdpa", dataset_num_proc=1,
+                  dataset_prepared_path=str(tmp_path / "prepared"), output_dir=str(tmp_path / "out"))
+    out.write_text(yaml.safe_dump(config))
+    axolotl("preprocess", out, tmp_path)
+    prepared = newest_prepared_dataset(tmp_path / "prepared")
+
+    png = tmp_path / "report.png"
+    main(["report", str(prepared), "--png", str(png)])
+    printed = capsys.readouterr().out
+    assert "rows in" in printed and "total" in printed and f"wrote {png}" in printed
+    import matplotlib.image
+
+    height, width, _ = matplotlib.image.imread(png).shape
+    assert (width, height) == (1600, 450)  # three panels at 16 x 4.5 inches, 100 dpi
+
+
+def test_init_names_other_columns_and_the_voice(tmp_path, standins, audiofolder_24k, metadata, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Audio, Features, Value
+
+    features = Features({"recording": Audio(), "transcription": Value("string")})
+    recordings = [{"bytes": (audiofolder_24k / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in metadata]
+    parquet = tmp_path / "train.parquet"
+    table = pa.table({"recording": recordings, "transcription": [r["text"] for r in metadata]}, schema=features.arrow_schema)
+    pq.write_table(table, parquet)
+    out = tmp_path / "voice.yml"
+    main(["init", str(parquet), "--voice", "tara", "--out", str(out), "--sequence-len", "200",
+          "--base-model", str(standins["model"])])
+    printed = capsys.readouterr().out
+    assert "6 clips are longer than about 2 s and will not fit sequence_len 200" in printed
+    assert "24000 Hz x 6" in printed
+    entry = yaml.safe_load(out.read_text())["datasets"][0]
+    assert entry["message_property_mappings"] == {"audio": "recording", "text": "transcription", "voice": "tara"}
+    cfg = load_cfg(str(out))
+    assert cfg.datasets[0].message_property_mappings["voice"] == "tara"
