@@ -8,6 +8,15 @@ from pydantic import BaseModel, Field
 DEFAULT_BASE_MODEL = "canopylabs/orpheus-3b-0.1-pretrained"
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 DEFAULT_SEQUENCE_LEN = 8192
+# Keys that only matter while training: they never change a prepared row, so they do not re-prepare data.
+TRAINING_ONLY = {"orpheus_sample_prompts", "orpheus_sample_max_new_tokens"}
+
+
+class SamplePrompt(BaseModel):
+    """One sample to speak during training: the text, and the voice name it was trained with (if any)."""
+
+    text: str
+    voice: str | None = None
 
 
 class OrpheusArgs(BaseModel):
@@ -75,7 +84,22 @@ class OrpheusArgs(BaseModel):
         default=None, ge=0, json_schema_extra={"description": "Drop clips shorter than this (default: no limit)."}
     )
 
+    orpheus_sample_prompts: list[SamplePrompt] = Field(
+        default_factory=list,
+        json_schema_extra={
+            "description": "Spoken at each evaluation and at the end of training into "
+            "output_dir/orpheus_samples/step-N/*.wav (and to wandb / tensorboard when on); empty: off."
+        },
+    )
+    orpheus_sample_max_new_tokens: int = Field(
+        default=1200, ge=7, json_schema_extra={"description": "Token budget per sample sentence (7 per frame)."}
+    )
+
     @classmethod
     def from_cfg(cls, cfg) -> "OrpheusArgs":
         """The options set in an axolotl config (raw or validated), defaults for the rest."""
         return cls.model_validate({name: cfg[name] for name in cls.model_fields if cfg.get(name) is not None})
+
+    def row_settings(self) -> dict:
+        """The settings that shape the prepared rows (all but those used only while training)."""
+        return self.model_dump(mode="json", exclude=TRAINING_ONLY)

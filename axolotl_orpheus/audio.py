@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,3 +99,9 @@ def load_clip(source: Any, base_dir: str | None = None) -> np.ndarray:
     """A row's audio as mono float32 at 24 kHz, the input SNAC expects."""
     samples, rate = read_audio(source, base_dir)
     return resample(to_mono(samples), rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """16-bit wav, the format every player opens; creates the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, samples, sample_rate, subtype="PCM_16")

@@ -18,19 +18,12 @@ BUNDLED_CLIPS = DATA / "clips"
 STANDINS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "axolotl_orpheus"
 
 
-def write_wav(path: Path, samples, sample_rate: int) -> None:
-    import soundfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, samples, sample_rate, subtype="PCM_16")
-
-
 def decode_row(prepared_dir: Path, row: int, snac_model: str, out: Path, device: str | None = None) -> float:
     """Decode one prepared row's audio tokens back to a 24 kHz wav; returns its duration in seconds."""
     from datasets import load_from_disk
 
     from axolotl_orpheus import codec, layout
-    from axolotl_orpheus.audio import SAMPLE_RATE
+    from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
 
     rows = load_from_disk(str(prepared_dir))
     if not 0 <= row < len(rows):
@@ -122,7 +115,7 @@ def decode(args: argparse.Namespace) -> None:
 def speak(args: argparse.Namespace) -> None:
     from axolotl_orpheus import codec
     from axolotl_orpheus import speak as speaking
-    from axolotl_orpheus.audio import SAMPLE_RATE
+    from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
 
     model, tokenizer = speaking.load_speaker_model(args.model, args.device)
     samples = speaking.speak(

@@ -24,8 +24,8 @@ METADATA_FILES = {"metadata.csv": "csv", "metadata.jsonl": "json"}
 
 
 def settings_fingerprint(settings: OrpheusArgs) -> str:
-    """A digest of every orpheus_* setting and this package's version, which together decide the rows."""
-    return hashlib.md5(f"{__version__}|{settings.model_dump_json()}".encode()).hexdigest()
+    """A digest of the orpheus_* settings that shape rows and of this package's version."""
+    return hashlib.md5(f"{__version__}|{json.dumps(settings.row_settings(), sort_keys=True)}".encode()).hexdigest()
 
 
 def point_folder_at_metadata(entry) -> None:
@@ -105,3 +105,27 @@ class OrpheusPlugin(BasePlugin):
             path = write_report(COLLECTED, prepared)
             LOG.info(f"All Orpheus datasets:\n{summary_text(summarize(COLLECTED))}\nReport: {path}")
         return dataset_meta
+
+    def add_callbacks_post_trainer(self, cfg, trainer) -> list:
+        """Speak orpheus_sample_prompts at each evaluation and at the end of training."""
+        settings = OrpheusArgs.from_cfg(cfg)
+        if not settings.orpheus_sample_prompts:
+            return []
+        if cfg.fsdp or cfg.fsdp_config or cfg.deepspeed:
+            # Sharded weights need every rank to take part in a forward pass; generating on one would hang.
+            LOG.warning(
+                "orpheus_sample_prompts: no samples under FSDP or DeepSpeed; speak after training with "
+                "`axolotl-orpheus speak --model OUTPUT_DIR`"
+            )
+            return []
+        from axolotl_orpheus.samples import SpeechSamplesCallback
+
+        return [
+            SpeechSamplesCallback(
+                settings.orpheus_sample_prompts,
+                trainer.processing_class,
+                settings.orpheus_snac_model,
+                settings.orpheus_sample_max_new_tokens,
+                trainer.callback_handler.callbacks,
+            )
+        ]

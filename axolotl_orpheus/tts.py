@@ -7,6 +7,7 @@ cannot be used is dropped and counted in the report, or stops the run (`orpheus_
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -178,7 +179,7 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                 [
                     dataset._fingerprint,
                     __version__,
-                    self.settings.model_dump_json(),
+                    json.dumps(self.settings.row_settings(), sort_keys=True),
                     repr(sorted(self.dataset_keys.items())),
                     str(self.sequence_len),
                     codec.weights_digest(self.settings.orpheus_snac_model),

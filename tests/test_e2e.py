@@ -35,6 +35,8 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
         {"path": str(parquet_24k), "type": "axolotl_orpheus.tts"},  # parquet with embedded audio bytes
     ]
     config["shuffle_merged_datasets"] = False
+    config["orpheus_sample_prompts"] = [{"voice": "ada", "text": "Hello there."}, {"text": "No voice."}]
+    config["orpheus_sample_max_new_tokens"] = 70
     path = tmp_path / "finetune.yml"
     path.write_text(yaml.safe_dump(config))
 
@@ -53,9 +55,16 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
     assert "train_loss" in log
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert f"Loading prepared dataset from disk at {prepared}" in log  # train reused the rows preprocess wrote
+    samples = sorted((tmp_path / "model" / "orpheus_samples").rglob("*.wav"))
+    assert [p.relative_to(tmp_path / "model" / "orpheus_samples").as_posix() for p in samples] == [
+        "step-3/00-ada.wav", "step-3/01-text.wav"
+    ]
+    for sample in samples:
+        info = soundfile.info(str(sample))
+        assert info.samplerate == 24000 and info.frames > 0 and info.frames % 2048 == 0
 
     # Rows prepared under other orpheus_* settings are never reused: train prepares its own.
-    path.write_text(yaml.safe_dump({**config, "orpheus_train_on_text": False, "max_steps": 1}))
+    path.write_text(yaml.safe_dump({**config, "orpheus_train_on_text": False, "max_steps": 1, "orpheus_sample_prompts": []}))
     log = axolotl("train", path, tmp_path)
     assert "Loading prepared dataset from disk" not in log
     assert "Orpheus: encoding audio with SNAC" in log

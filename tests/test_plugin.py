@@ -44,9 +44,19 @@ def prepared_hash(cfg: DictDefault) -> str:
 
 
 def test_covers_every_setting():
-    from axolotl_orpheus.args import OrpheusArgs
+    from axolotl_orpheus.args import TRAINING_ONLY, OrpheusArgs
 
-    assert set(CHANGED_SETTINGS) == set(OrpheusArgs.model_fields)
+    assert set(CHANGED_SETTINGS) == set(OrpheusArgs.model_fields) - TRAINING_ONLY
+
+
+def test_training_only_settings_keep_the_prepared_dataset(tmp_path, standins):
+    """Sample prompts never change a row: editing them must not re-encode the audio."""
+    baseline = prepared_hash(validated(tmp_path, standins))
+    changed = validated(
+        tmp_path, standins, orpheus_sample_prompts=[{"voice": "ada", "text": "Hi."}], orpheus_sample_max_new_tokens=70
+    )
+    assert changed.orpheus_sample_prompts[0]["voice"] == "ada"
+    assert prepared_hash(changed) == baseline
 
 
 def test_every_orpheus_setting_changes_the_prepared_dataset(tmp_path, standins):
