@@ -28,7 +28,10 @@ def decode_row(prepared_dir: Path, row: int, snac_model: str, out: Path, device:
     rows = load_from_disk(str(prepared_dir))
     if not 0 <= row < len(rows):
         raise SystemExit(f"{prepared_dir} has rows 0..{len(rows) - 1}; there is no row {row}")
-    frames = layout.speech_frames(rows[row]["input_ids"])
+    try:
+        frames = layout.speech_frames(rows[row]["input_ids"])
+    except ValueError as exc:
+        raise SystemExit(f"row {row} of {prepared_dir} is not a well-formed Orpheus row: {exc}") from exc
     samples = codec.decode(codec.load_snac(snac_model, device), layout.deinterleave(frames))
     write_wav(out, samples, SAMPLE_RATE)
     return len(samples) / SAMPLE_RATE

@@ -6,11 +6,13 @@ import hashlib
 import itertools
 import json
 import os
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
 from snac import SNAC
+from snac.layers import Snake1d
 
 from axolotl_orpheus.audio import SAMPLE_RATE
 from axolotl_orpheus.layout import SAMPLES_PER_FRAME
@@ -74,6 +76,17 @@ def check_snac_config(name_or_path: str, config: dict) -> None:
         )
 
 
+def _snake_in_place(self: Snake1d, x: torch.Tensor) -> torch.Tensor:
+    """SNAC's Snake activation, x + sin(alpha x)^2 / alpha, with the same operations in place.
+
+    Snake is about half of encode time on CPU and memory-bound: the stock version makes four passes that
+    each allocate a tensor. The same operations in the same order give identical values (inference only).
+    """
+    shape = x.shape
+    x = x.reshape(shape[0], shape[1], -1)
+    return (self.alpha * x).sin_().pow_(2).mul_((self.alpha + 1e-9).reciprocal()).add_(x).reshape(shape)
+
+
 def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SNAC:
     """Load SNAC in eval mode on `device`, reading the weights with weights_only=True.
 
@@ -85,6 +98,9 @@ def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SN
     check_snac_config(name_or_path, config)
     model = SNAC(**config)
     model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+    for module in model.modules():
+        if isinstance(module, Snake1d):
+            module.forward = types.MethodType(_snake_in_place, module)
     return model.eval().to(pick_device(str(device) if device else None))
 
 

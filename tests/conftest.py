@@ -48,6 +48,20 @@ def snac_model(standins):
 
 
 @pytest.fixture(scope="session")
+def stock_snac(standins):
+    """SNAC exactly as its own package builds it (as the reference recipe's from_pretrained would), for the
+    oracle: our load_snac swaps in an in-place Snake that must not change any value."""
+    import json
+
+    import torch
+    from snac import SNAC
+
+    model = SNAC(**json.loads((standins["snac"] / "config.json").read_text()))
+    model.load_state_dict(torch.load(standins["snac"] / "pytorch_model.bin", weights_only=True))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
 def metadata() -> list[dict[str, str]]:
     """The bundled clips' rows: file_name, text, speaker (espeak-ng speech, see data/clips/SOURCES.md)."""
     import csv

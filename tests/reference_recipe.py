@@ -19,9 +19,9 @@ END_OF_AI = TOKENISER_LENGTH + 6
 AUDIO_TOKENS_START = TOKENISER_LENGTH + 10
 
 
-def tokenise_audio(model, waveform) -> list[int]:
+def tokenise_audio(model, waveform, device: str = "cpu") -> list[int]:
     """24 kHz mono float32 samples -> the recipe's flat list of offset codes."""
-    waveform = torch.from_numpy(waveform).unsqueeze(0).to(dtype=torch.float32).unsqueeze(0)
+    waveform = torch.from_numpy(waveform).unsqueeze(0).to(dtype=torch.float32).unsqueeze(0).to(device)
     with torch.inference_mode():
         codes = model.encode(waveform)
     all_codes = []
@@ -56,6 +56,8 @@ def create_input_ids(tokenizer, text: str, speaker: str | None, codes_list: list
     )
 
 
-def reference_row(model, tokenizer, waveform, text: str, speaker: str | None, dedupe: bool = True) -> list[int]:
-    codes = tokenise_audio(model, waveform)
+def reference_row(
+    model, tokenizer, waveform, text: str, speaker: str | None, dedupe: bool = True, device: str = "cpu"
+) -> list[int]:
+    codes = tokenise_audio(model, waveform, device)
     return create_input_ids(tokenizer, text, speaker, remove_duplicate_frames(codes) if dedupe else codes)

@@ -27,7 +27,7 @@ def axolotl(command: str, config, tmp_path) -> str:
 
 
 def test_preprocess_and_train_on_an_audiofolder_and_parquet(
-    tmp_path, standins, audiofolder_24k, parquet_24k, tokenizer, snac_model, speech_24k, metadata
+    tmp_path, standins, audiofolder_24k, parquet_24k, tokenizer, stock_snac, speech_24k, metadata
 ):
     config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], max_steps=3)
     config["datasets"] = [
@@ -43,7 +43,7 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
     axolotl("preprocess", path, tmp_path)
     prepared = newest_prepared_dataset(tmp_path / "prepared")
     rows = load_from_disk(str(prepared))
-    expected = [reference_row(snac_model, tokenizer, clip, r["text"], r["speaker"]) for clip, r in zip(speech_24k, metadata)]
+    expected = [reference_row(stock_snac, tokenizer, clip, r["text"], r["speaker"]) for clip, r in zip(speech_24k, metadata)]
     assert rows["input_ids"] == expected + expected
     assert rows["labels"] == expected + expected
 

@@ -20,36 +20,36 @@ def rows_for(tokenizer, standins):
     return partial(prepare, tokenizer, orpheus_snac_model=str(standins["snac"]))
 
 
-def reference_rows(snac_model, tokenizer, speech, metadata, speaker=True, dedupe=True):
+def reference_rows(stock_snac, tokenizer, speech, metadata, speaker=True, dedupe=True):
     return [
-        reference_row(snac_model, tokenizer, clip, row["text"], row["speaker"] if speaker else None, dedupe)
+        reference_row(stock_snac, tokenizer, clip, row["text"], row["speaker"] if speaker else None, dedupe)
         for clip, row in zip(speech, metadata)
     ]
 
 
 @pytest.mark.parametrize("layout_name", ["audiofolder", "parquet"])
 def test_rows_equal_reference_recipe(
-    layout_name, rows_for, audiofolder_24k, parquet_24k, tokenizer, snac_model, speech_24k, metadata
+    layout_name, rows_for, audiofolder_24k, parquet_24k, tokenizer, stock_snac, speech_24k, metadata
 ):
     """At 24 kHz every row equals the recipe's, token for token; labels == input_ids; mask all 1."""
     rows = rows_for(audiofolder_24k / "metadata.csv" if layout_name == "audiofolder" else parquet_24k)
-    expected = reference_rows(snac_model, tokenizer, speech_24k, metadata)
+    expected = reference_rows(stock_snac, tokenizer, speech_24k, metadata)
     assert rows.column_names == ["input_ids", "attention_mask", "labels"]
     assert rows["input_ids"] == expected
     assert rows["labels"] == expected
     assert rows["attention_mask"] == [[1] * len(ids) for ids in expected]
 
 
-def test_rows_without_speaker_column_use_the_text_alone(rows_for, parquet_24k, tokenizer, snac_model, speech_24k, metadata):
+def test_rows_without_speaker_column_use_the_text_alone(rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata):
     dataset = load_raw(parquet_24k).remove_columns("speaker")
     rows = rows_for(parquet_24k, dataset)
-    assert rows["input_ids"] == reference_rows(snac_model, tokenizer, speech_24k, metadata, speaker=False)
+    assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, speaker=False)
 
 
-def test_keeping_duplicate_frames_keeps_every_frame(rows_for, parquet_24k, tokenizer, snac_model, speech_24k, metadata):
+def test_keeping_duplicate_frames_keeps_every_frame(rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata):
     """With dedupe off a row holds 7 tokens for every 2048 samples (rounded up), as the recipe's codes."""
     rows = rows_for(parquet_24k, orpheus_remove_duplicate_frames=False)
-    assert rows["input_ids"] == reference_rows(snac_model, tokenizer, speech_24k, metadata, dedupe=False)
+    assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, dedupe=False)
     for ids, clip in zip(rows["input_ids"], speech_24k):
         assert len(layout.speech_frames(ids)) == -(-len(clip) // layout.SAMPLES_PER_FRAME)
 
@@ -84,7 +84,7 @@ def test_wrong_column_names_list_the_columns(rows_for, parquet_24k):
         rows_for(parquet_24k, orpheus_speaker_column="voice")
 
 
-def test_any_format_rate_and_channel_count(rows_for, tmp_path, snac_model, metadata, audiofolder_24k):
+def test_any_format_rate_and_channel_count(rows_for, tmp_path, stock_snac, metadata, audiofolder_24k):
     """flac, ogg, mp3 and wav; 16-48 kHz; stereo; int and float samples: each row encodes the clip
     resampled from its own rate, exactly as encoding that clip alone gives."""
     from axolotl_orpheus import codec
@@ -113,11 +113,11 @@ def test_any_format_rate_and_channel_count(rows_for, tmp_path, snac_model, metad
     for (name, rate, _, _), ids in zip(variants, rows["input_ids"]):
         clip = load_clip(name, str(tmp_path))
         assert len(clip) == pytest.approx(len(speech), abs=SAMPLE_RATE * 0.06)  # mp3 adds encoder delay
-        expected = layout.interleave(*codec.encode(snac_model, [clip])[0])
+        expected = layout.interleave(*codec.encode(stock_snac, [clip])[0])
         np.testing.assert_array_equal(layout.speech_frames(ids), expected, err_msg=name)
 
 
-def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, snac_model, speech_24k, metadata):
+def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, stock_snac, speech_24k, metadata):
     """message_property_mappings in a dataset entry: its own column names, and one voice for all its rows."""
     from helpers import prepare_report
 
@@ -126,7 +126,7 @@ def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, snac_mo
         tokenizer, parquet_24k, dataset, mappings={"audio": "wav", "text": "sentence", "voice": "tara"},
         orpheus_snac_model=str(standins["snac"]),
     )
-    expected = [reference_row(snac_model, tokenizer, clip, row["text"], "tara") for clip, row in zip(speech_24k, metadata)]
+    expected = [reference_row(stock_snac, tokenizer, clip, row["text"], "tara") for clip, row in zip(speech_24k, metadata)]
     assert rows["input_ids"] == expected
     assert list(report.speaker_rows) == ["tara"]
 
@@ -152,6 +152,6 @@ def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_pa
         rows_for(parquet_24k, orpheus_snac_model=str(tmp_path / "snac_32khz"))
 
 
-def test_an_empty_speaker_column_name_asks_for_text_only_prompts(rows_for, parquet_24k, tokenizer, snac_model, speech_24k, metadata):
+def test_an_empty_speaker_column_name_asks_for_text_only_prompts(rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata):
     rows = rows_for(parquet_24k, orpheus_speaker_column="")
-    assert rows["input_ids"] == reference_rows(snac_model, tokenizer, speech_24k, metadata, speaker=False)
+    assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, speaker=False)
