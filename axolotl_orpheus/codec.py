@@ -138,7 +138,8 @@ def encode(model: SNAC, clips: list[np.ndarray], batch_size: int = 8, window_fra
 
     SNAC's encoder is non-causal, so zero-padding a clip to a longer one changes its last codes.
     Only clips of the same padded length share a batch, which makes batching exact: every clip gets
-    the codes it would get alone (SNAC itself right-pads each clip to whole frames).
+    the codes it would get alone (SNAC itself right-pads each clip to whole frames). Clips longer than
+    `window_frames` are encoded alone, window by window (see WINDOW_FRAMES).
     """
     n_frames = [-(-len(clip) // SAMPLES_PER_FRAME) for clip in clips]
     codes: list[Codes | None] = [None] * len(clips)
