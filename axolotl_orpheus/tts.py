@@ -7,7 +7,6 @@ cannot be used is dropped and counted in the report, or stops the run (`orpheus_
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -18,9 +17,9 @@ from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from axolotl.utils.logging import get_logger
 from datasets import Audio, Dataset, Features, Sequence, Value
 
-from axolotl_orpheus import __version__, layout
+from axolotl_orpheus import layout
 from axolotl_orpheus.args import OrpheusArgs
-from axolotl_orpheus.plugin import FINGERPRINT_KEY
+from axolotl_orpheus.plugin import FINGERPRINT_KEY, settings_fingerprint
 from axolotl_orpheus.report import COLLECTED, DROP_REASONS, DatasetReport, summarize, summary_text
 
 try:
@@ -178,8 +177,7 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             "|".join(
                 [
                     dataset._fingerprint,
-                    __version__,
-                    json.dumps(self.settings.row_settings(), sort_keys=True),
+                    settings_fingerprint(self.settings),
                     repr(sorted(self.dataset_keys.items())),
                     str(self.sequence_len),
                     codec.weights_digest(self.settings.orpheus_snac_model),
