@@ -9,13 +9,17 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import soundfile
 import soxr
 
+from axolotl_orpheus.layout import SAMPLES_PER_FRAME
+
 SAMPLE_RATE = 24000  # SNAC 24 kHz: encode never resamples, so every clip must arrive at this rate
+SILENCE_PEAK = 1e-4  # -80 dBFS
+CLIPPING_LEVEL, CLIPPING_FRACTION = 0.999, 0.001
 
 
 class AudioError(ValueError):
@@ -24,13 +28,19 @@ class AudioError(ValueError):
     `reason` is the short name the preprocessing report counts it under.
     """
 
-    def __init__(self, message: str, reason: str):
+    def __init__(self, message: str, reason: str, seconds: float = 0.0):
         super().__init__(message)
         self.reason = reason
+        self.seconds = seconds  # of the audio, when it could be decoded
+
+    def __reduce__(self):  # travels back from the encoding processes whole
+        return AudioError, (str(self), self.reason, self.seconds)
 
 
 def describe_source(source: Any) -> str:
     """A short name for a row's audio, for error messages: its path, or the size of its bytes."""
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes of audio>"
     if isinstance(source, dict):
         if source.get("path"):
             return str(source["path"])
@@ -50,8 +60,10 @@ def open_source(source: Any, base_dir: str | None = None) -> Any:
     """What soundfile should open for a row's audio: its bytes, or its file path (which must exist).
 
     `source` is what a row holds: {"bytes", "path"} from an undecoded `Audio` column (bytes win: the
-    hub layout embeds them and the path is then only a name), or a plain file path.
+    hub layout embeds them and the path is then only a name), a plain file path, or the bytes themselves.
     """
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
     if isinstance(source, dict) and source.get("bytes") is not None:
         return io.BytesIO(source["bytes"])
     if isinstance(source, dict) and source.get("path"):
@@ -63,6 +75,15 @@ def open_source(source: Any, base_dir: str | None = None) -> Any:
     if not os.path.isfile(path):
         raise AudioError(f"audio file not found: {path}", "missing_file")
     return path
+
+
+def source_bytes(source: Any, base_dir: str | None = None) -> bytes:
+    """The encoded bytes of a row's audio (the file's content for a path): what the codes cache is keyed by."""
+    opened = open_source(source, base_dir)
+    if isinstance(opened, io.BytesIO):
+        return opened.getvalue()
+    with open(opened, "rb") as handle:
+        return handle.read()
 
 
 def read_audio(source: Any, base_dir: str | None = None) -> tuple[np.ndarray, int]:
@@ -99,6 +120,40 @@ def load_clip(source: Any, base_dir: str | None = None) -> np.ndarray:
     """A row's audio as mono float32 at 24 kHz, the input SNAC expects."""
     samples, rate = read_audio(source, base_dir)
     return resample(to_mono(samples), rate)
+
+
+class Clip(NamedTuple):
+    """A row's audio, checked and ready for SNAC."""
+
+    samples: np.ndarray  # mono float32 at 24 kHz
+    seconds: float  # as decoded, before resampling
+    warnings: tuple[str, ...]  # kept, but worth a look (report.WARNING_REASONS)
+
+
+def sample_warnings(samples: np.ndarray) -> tuple[str, ...]:
+    magnitude = np.abs(samples)
+    warnings = []
+    if magnitude.max() < SILENCE_PEAK:
+        warnings.append("silent_audio")
+    if np.count_nonzero(magnitude >= CLIPPING_LEVEL) >= CLIPPING_FRACTION * len(samples):
+        warnings.append("clipping")
+    return tuple(warnings)
+
+
+def load_checked_clip(source: Any, base_dir: str | None = None) -> Clip:
+    """`load_clip`, refusing audio SNAC cannot encode: an AudioError names the reason (report.DROP_REASONS)."""
+    samples, rate = read_audio(source, base_dir)
+    samples = to_mono(samples)
+    seconds = len(samples) / rate
+    if len(samples) == 0:
+        raise AudioError("the audio has no samples", "empty_audio")
+    if not np.isfinite(samples).all():
+        bad = np.count_nonzero(~np.isfinite(samples))
+        raise AudioError(f"{bad} samples are NaN or infinite", "non_finite_samples", seconds)
+    clip = resample(samples, rate)
+    if len(clip) < SAMPLES_PER_FRAME:
+        raise AudioError(f"the clip lasts {seconds * 1000:.0f} ms", "shorter_than_one_frame", seconds)
+    return Clip(clip, seconds, sample_warnings(samples))
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from axolotl.utils.logging import get_logger
 from datasets import Audio, Dataset, Features, Sequence, Value
+from tqdm.auto import tqdm
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.args import OrpheusArgs
@@ -23,7 +27,8 @@ from axolotl_orpheus.plugin import FINGERPRINT_KEY, settings_fingerprint
 from axolotl_orpheus.report import COLLECTED, DROP_REASONS, DatasetReport, summarize, summary_text
 
 try:
-    from axolotl_orpheus import audio, codec
+    from axolotl_orpheus import audio, codec, encoding
+    from axolotl_orpheus.cache import CodesCache, audio_key, default_root
 except ModuleNotFoundError as exc:
     # axolotl turns a ModuleNotFoundError raised while importing a strategy into "unhandled prompt
     # tokenization strategy", which hides the real cause: say it instead.
@@ -42,10 +47,8 @@ ROW_FEATURES = Features(
         "labels": Sequence(Value("int64")),
     }
 )
-MAP_BATCH_SIZE = 64  # rows decoded and encoded per step: bounds memory, gives the encoder batches
+MAP_BATCH_SIZE = 64  # rows read per step while checking and framing: bounds memory
 AUDIOFOLDER_FILE_COLUMN = "file_name"
-SILENCE_PEAK = 1e-4  # -80 dBFS
-CLIPPING_LEVEL, CLIPPING_FRACTION = 0.999, 0.001
 # Per-dataset settings live in the entry's message_property_mappings, the one dict axolotl keeps.
 DATASET_KEYS = {"audio", "text", "speaker", "voice"}
 
@@ -62,16 +65,17 @@ class Columns:
     voice: str | None  # one speaker name for every row of a dataset without a speaker column
 
 
-class LoadedRow(NamedTuple):
-    """A row that passed every check before encoding."""
+class Planned(NamedTuple):
+    """A row that passed every check before framing: its codes are (or are being) cached under `key`."""
 
-    index: int
-    source: Any
-    clip: np.ndarray  # mono float32 at 24 kHz
-    prompt: str
-    speaker: str | None
+    key: str
     seconds: float
-    warnings: list[str]
+
+
+class Rejected(NamedTuple):
+    reason: str
+    detail: str
+    seconds: float
 
 
 def data_folder(path: str | None) -> str | None:
@@ -102,24 +106,6 @@ def text_problem(text: Any) -> tuple[str, str] | None:
     if not text.strip():
         return "empty_text", f"the text is {text!r}"
     return None
-
-
-def samples_problem(samples: np.ndarray) -> tuple[str, str] | None:
-    if len(samples) == 0:
-        return "empty_audio", "the audio has no samples"
-    if not np.isfinite(samples).all():
-        return "non_finite_samples", f"{np.count_nonzero(~np.isfinite(samples))} samples are NaN or infinite"
-    return None
-
-
-def samples_warnings(samples: np.ndarray) -> list[str]:
-    magnitude = np.abs(samples)
-    warnings = []
-    if magnitude.max() < SILENCE_PEAK:
-        warnings.append("silent_audio")
-    if np.count_nonzero(magnitude >= CLIPPING_LEVEL) >= CLIPPING_FRACTION * len(samples):
-        warnings.append("clipping")
-    return warnings
 
 
 class OrpheusTTSStrategy(DatasetWrappingStrategy):
@@ -169,10 +155,8 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         if isinstance(dataset.features[columns.audio], Audio):
             # Rows become {bytes, path}: we decode them ourselves, without torchcodec.
             dataset = dataset.cast_column(columns.audio, Audio(decode=False))
-        device = codec.pick_device(self.settings.orpheus_device)
-        LOG.info(f"Orpheus: SNAC {self.settings.orpheus_snac_model} on {device}, {len(dataset)} rows")
-        model = codec.load_snac(self.settings.orpheus_snac_model, device)
-        batch_size = self.settings.orpheus_encode_batch_size or (1 if device.type == "cpu" else 16)
+        devices = encode_devices(self.settings)
+        snac_digest = codec.weights_digest(self.settings.orpheus_snac_model)
         fingerprint = hashlib.md5(
             "|".join(
                 [
@@ -180,93 +164,159 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                     settings_fingerprint(self.settings),
                     repr(sorted(self.dataset_keys.items())),
                     str(self.sequence_len),
-                    codec.weights_digest(self.settings.orpheus_snac_model),
+                    snac_digest,
                     self.tokenizer.name_or_path,
                 ]
             ).encode()
         ).hexdigest()
         COLLECTED.append(self.report)
-        # One process: SNAC already uses every core through torch, and on a GPU one process owns it.
-        rows = dataset.map(
-            partial(self.encode_rows, model=model, encode_batch_size=batch_size, columns=columns),
-            batched=True,
-            batch_size=MAP_BATCH_SIZE,
-            with_indices=True,
-            remove_columns=dataset.column_names,
-            features=ROW_FEATURES,
-            keep_in_memory=bool(keep_in_memory),
-            # Audio files named by path can change while the table does not: never reuse a map cache.
-            load_from_cache_file=False,
-            new_fingerprint=fingerprint,
-            desc="Orpheus: encoding audio with SNAC",
-        )
+        with codes_cache(self.settings, snac_digest) as cache:
+            plan, jobs = self.scan(dataset, columns, cache)
+            seconds = sum(job.seconds for job in jobs)
+            LOG.info(
+                f"Orpheus: {len(dataset)} rows, {len(jobs)} clips ({seconds / 60:.1f} min) to encode with SNAC "
+                f"{self.settings.orpheus_snac_model} on {', '.join(map(str, devices))}; codes cache "
+                f"{cache.root if self.settings.orpheus_codes_cache is not False else 'off (kept for this run only)'}"
+            )
+            settings = encoding.EncodeSettings(
+                self.settings.orpheus_snac_model,
+                snac_digest,
+                self.settings.orpheus_encode_batch_size or (1 if devices[0].type == "cpu" else 16),
+                self.settings.orpheus_compile,
+            )
+            column = encoding.AudioColumn(dataset, columns.audio, self.base_dir)
+            for row, error in sorted(encoding.encode_missing(jobs, column, cache, settings, devices).items()):
+                plan[row] = self.reject(row, column.sources([row])[0], error.reason, str(error), error.seconds)
+            # One process: framing is cheap, and the report counts rows in order.
+            used = [columns.audio, columns.text, *([columns.speaker] if columns.speaker else [])]
+            rows = dataset.select_columns(used).map(
+                partial(self.frame_rows, plan=plan, cache=cache, columns=columns),
+                batched=True,
+                batch_size=MAP_BATCH_SIZE,
+                with_indices=True,
+                remove_columns=used,
+                features=ROW_FEATURES,
+                keep_in_memory=bool(keep_in_memory),
+                # Audio files named by path can change while the table does not: never reuse a map cache.
+                load_from_cache_file=False,
+                new_fingerprint=fingerprint,
+                desc="Orpheus: framing rows",
+            )
         LOG.info(f"{self.dataset_path}:\n{summary_text(summarize([self.report]))}")
         return rows
 
-    def reject(self, index: int, source: Any, reason: str, detail: str, seconds: float = 0.0) -> None:
-        """Count a bad row, or stop with an error that says which row and what to do."""
+    def reject(self, index: int, source: Any, reason: str, detail: str, seconds: float = 0.0) -> Rejected:
+        """A bad row, to count in the report; with orpheus_on_bad_row: raise, an error naming the row and fix."""
         if self.settings.orpheus_on_bad_row == "raise":
             raise RowError(
                 f"Orpheus dataset {self.dataset_path}, row {index} ({audio.describe_source(source)}): {detail}. "
                 f"To fix: {DROP_REASONS[reason]}; or set orpheus_on_bad_row: skip to drop such rows and count "
                 "them in orpheus_report.json."
             )
-        self.report.drop(reason, index, seconds)
+        return Rejected(reason, detail, seconds)
 
-    def load_row(self, index: int, source: Any, text: Any, speaker: Any, columns: Columns) -> LoadedRow | None:
-        """The row decoded and checked, or None after rejecting it."""
+    def check_row(self, index: int, source: Any, text: Any, speaker: Any, columns: Columns, cache: CodesCache):
+        """A row's Planned codes (cached, or a Job to encode them), or why it cannot be used.
+
+        Reads only the audio's bytes (the cache key) and, when the codes are not cached, its header.
+        """
         problem = text_problem(text)
         if problem is None and columns.speaker and (speaker is None or not str(speaker).strip()):
             problem = "empty_speaker", f"the speaker column {columns.speaker!r} holds {speaker!r}"
         if problem:
-            return self.reject(index, source, *problem)
+            return self.reject(index, source, *problem), None
         try:
-            samples, rate = audio.read_audio(source, self.base_dir)
+            data = audio.source_bytes(source, self.base_dir)
+            key = audio_key(data)
+            cached = cache.get(key)
+            seconds = cached.seconds if cached else audio.audio_info(data)[1]
         except audio.AudioError as exc:
-            return self.reject(index, source, exc.reason, str(exc))
-        samples = audio.to_mono(samples)
-        seconds = len(samples) / rate
-        problem = samples_problem(samples)
-        if problem is None:
-            clip = audio.resample(samples, rate)
-            if len(clip) < layout.SAMPLES_PER_FRAME:
-                problem = "shorter_than_one_frame", f"the clip lasts {seconds * 1000:.0f} ms"
-            elif self.settings.orpheus_max_seconds and seconds > self.settings.orpheus_max_seconds:
-                problem = "longer_than_max_seconds", f"the clip lasts {seconds:.1f} s"
-            elif self.settings.orpheus_min_seconds and seconds < self.settings.orpheus_min_seconds:
-                problem = "shorter_than_min_seconds", f"the clip lasts {seconds:.2f} s"
-        if problem:
-            return self.reject(index, source, *problem, seconds=seconds)
-        speaker = columns.voice if columns.speaker is None else str(speaker)
-        return LoadedRow(index, source, clip, layout.prompt_text(text, speaker), speaker, seconds, samples_warnings(samples))
+            return self.reject(index, source, exc.reason, str(exc)), None
+        if self.settings.orpheus_max_seconds and seconds > self.settings.orpheus_max_seconds:
+            return self.reject(index, source, "longer_than_max_seconds", f"the clip lasts {seconds:.1f} s", seconds), None
+        if self.settings.orpheus_min_seconds and seconds < self.settings.orpheus_min_seconds:
+            return self.reject(index, source, "shorter_than_min_seconds", f"the clip lasts {seconds:.2f} s", seconds), None
+        return Planned(key, seconds), None if cached else encoding.Job(index, key, seconds)
 
-    def encode_rows(self, batch: dict[str, list], indices: list[int], model, encode_batch_size: int, columns: Columns):
-        sources = batch[columns.audio]
+    def scan(self, dataset: Dataset, columns: Columns, cache: CodesCache) -> tuple[list, list[encoding.Job]]:
+        """Check every row before encoding any: a plan entry per row, and the clips the cache lacks."""
+        plan: list[Planned | Rejected] = []
+        jobs: list[encoding.Job] = []
+        wanted = [columns.audio, columns.text, *([columns.speaker] if columns.speaker else [])]
+        batches = dataset.select_columns(wanted).iter(batch_size=MAP_BATCH_SIZE)
+        with tqdm(total=len(dataset), desc="Orpheus: reading audio", unit="row") as progress:
+            for batch in batches:
+                speakers = batch[columns.speaker] if columns.speaker else [None] * len(batch[columns.audio])
+                for source, text, speaker in zip(batch[columns.audio], batch[columns.text], speakers):
+                    entry, job = self.check_row(len(plan), source, text, speaker, columns, cache)
+                    plan.append(entry)
+                    if job:
+                        jobs.append(job)
+                progress.update(len(speakers))
+        return plan, jobs
+
+    def frame_rows(self, batch: dict[str, list], indices: list[int], plan: list, cache: CodesCache, columns: Columns):
+        """Training rows from the cached codes of a batch of rows; every rejected row counted, in order."""
         speakers = batch[columns.speaker] if columns.speaker else [None] * len(indices)
         self.report.rows_in += len(indices)
-        loaded = [
-            row
-            for index, source, text, speaker in zip(indices, sources, batch[columns.text], speakers)
-            if (row := self.load_row(index, source, text, speaker, columns)) is not None
-        ]
-        if not loaded:  # tokenizers reject an empty batch
+        kept = []
+        for index, source, text, speaker in zip(indices, batch[columns.audio], batch[columns.text], speakers):
+            entry = plan[index]
+            if isinstance(entry, Rejected):
+                self.report.drop(entry.reason, index, entry.seconds)
+                continue
+            cached = cache.get(entry.key)
+            if cached is None:
+                raise RuntimeError(
+                    f"Orpheus dataset {self.dataset_path}, row {index}: its codes vanished from the codes cache "
+                    f"{cache.root} while preprocessing; run preprocess again and leave the cache folder alone meanwhile."
+                )
+            kept.append((index, source, text, columns.voice if columns.speaker is None else str(speaker), cached))
+        if not kept:  # tokenizers reject an empty batch
             return {name: [] for name in ROW_FEATURES}
-        prompt_ids = self.tokenizer([row.prompt for row in loaded], add_special_tokens=True)["input_ids"]
-        codes = codec.encode(model, [row.clip for row in loaded], encode_batch_size)
+        prompts = [layout.prompt_text(text, speaker) for _, _, text, speaker, _ in kept]
+        prompt_ids = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
         rows = []
-        for row, ids, clip_codes in zip(loaded, prompt_ids, codes):
-            frames = audio_frames(clip_codes, self.settings)
+        for (index, source, _, speaker, cached), ids in zip(kept, prompt_ids):
+            frames = audio_frames(cached.codes, self.settings)
             training = training_row(ids, frames, self.settings)
             n_tokens = len(training["input_ids"])
             if self.sequence_len and n_tokens > self.sequence_len:
                 detail = f"the row has {n_tokens} tokens, sequence_len is {self.sequence_len}"
-                self.reject(row.index, row.source, "longer_than_sequence_len", detail, row.seconds)
+                rejected = self.reject(index, source, "longer_than_sequence_len", detail, cached.seconds)
+                self.report.drop(rejected.reason, index, rejected.seconds)
                 continue
-            for warning in row.warnings:
-                self.report.warn(warning, row.index)
-            self.report.keep(row.seconds, n_tokens, len(clip_codes[0]) - len(frames), row.speaker)
+            for warning in cached.warnings:
+                self.report.warn(warning, index)
+            self.report.keep(cached.seconds, n_tokens, len(cached.codes[0]) - len(frames), speaker)
             rows.append(training)
         return {name: [row[name] for row in rows] for name in ROW_FEATURES}
+
+
+def encode_devices(settings: OrpheusArgs) -> list:
+    """orpheus_encode_devices, else orpheus_device; a bare `cuda` means every visible GPU, one SNAC each."""
+    import torch
+
+    if settings.orpheus_encode_devices:
+        devices = [torch.device(name) for name in settings.orpheus_encode_devices]
+        if len({device.type for device in devices}) > 1:
+            raise ValueError(f"orpheus_encode_devices {settings.orpheus_encode_devices} mixes device types; list one kind")
+        return devices
+    device = codec.pick_device(settings.orpheus_device)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+    return [device]
+
+
+@contextmanager
+def codes_cache(settings: OrpheusArgs, snac_digest: str) -> Iterator[CodesCache]:
+    """orpheus_codes_cache: true (datasets' cache folder), a folder, or false (a folder for this run only)."""
+    cache = partial(CodesCache, snac_digest=snac_digest, compiled=settings.orpheus_compile, snac_name=settings.orpheus_snac_model)
+    if settings.orpheus_codes_cache is False:
+        with tempfile.TemporaryDirectory(prefix="orpheus-codes-") as folder:
+            yield cache(Path(folder))
+        return
+    yield cache(default_root() if settings.orpheus_codes_cache is True else Path(settings.orpheus_codes_cache))
 
 
 def load(tokenizer, cfg, ds_cfg: dict[str, Any] | None = None) -> OrpheusTTSStrategy:

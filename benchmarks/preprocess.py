@@ -1,14 +1,18 @@
 """Preprocessing speed and memory: this project against eager SNAC and the reference recipe, in one run.
 
-    python benchmarks/preprocess.py [--minutes 10] [--corpus AUDIOFOLDER] [--device cpu|cuda]
+    python benchmarks/preprocess.py [--minutes 10] [--corpus AUDIOFOLDER] [--device cpu|cuda] [--compile] [--workers N]
 
 Measures, on the same corpus (default: distinct variants of the bundled clips, each at another gain so no
-cache can collapse them, --minutes of audio in all):
+cache can collapse them, --minutes of audio in all), with the codes cache cold:
   (a) eager SNAC encode of every clip, one at a time (encode calls only: the limit),
   (b) a straightforward per-row re-implementation of the reference recipe (tests/reference_recipe.py),
-  (c) `axolotl preprocess` with `type: axolotl_orpheus.tts`, end to end (start-up included);
-audio-seconds per second for each, c/a and c/b, peak RSS, and the fraction of audio tokens identical
-between (c) and (a). The last line printed is one JSON object with those figures.
+  (c) this project's strategy end to end (raw rows in, training rows out: checks, decoding, resampling,
+      encoding, framing), inside axolotl's own preprocess in a fresh process; the whole preprocess after
+      axolotl's start-up (preprocess_s: adds loading the tokenizer and data and saving) and the whole
+      process (wall_s) are reported too;
+audio-seconds per second for each, c/a and c/b, the fraction of audio tokens identical between (c) and (a),
+then (c) again after a label option change (every code from the cache), and (c) on a tenth of the corpus
+to compare peak RSS. The last line printed is one JSON object with those figures.
 
 Models default to the offline stand-ins (a real-size SNAC 24 kHz with random weights and a tokenizer with
 the Orpheus layout); --snac-model and --tokenizer take real ones.
@@ -26,12 +30,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import psutil
 import soundfile
 import torch
 import yaml
@@ -105,42 +108,81 @@ def reference_recipe(model, tokenizer, folder: Path, rows: list[dict], device: s
     return time.perf_counter() - start
 
 
-def project_preprocess(out: Path, corpus: Path, tokenizer: str, snac_model: str, base_model: Path, device: str) -> tuple[float, Path, float]:
-    """(c): `axolotl preprocess` end to end; returns (seconds, prepared folder, peak RSS MB of the run)."""
+def peak_rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return round(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024, 1)
+
+
+def run_preprocess(config_path: Path) -> dict:
+    """In this process (started for it): axolotl's own config loading and preprocess, timed apart from start-up.
+
+    Peak RSS is this process's own high-water mark (VmHWM: ru_maxrss would carry over the parent's peak
+    across exec). Encoding workers, started only for several devices, are not included.
+    """
+    started = time.perf_counter()
+    from axolotl.cli.args import PreprocessCliArgs
+    from axolotl.cli.config import load_cfg
+    from axolotl.cli.preprocess import do_preprocess
+
+    from axolotl_orpheus.tts import OrpheusTTSStrategy
+
+    imported = time.perf_counter()
+    # The strategy's own share (raw rows in, training rows out), apart from axolotl's loading and saving.
+    strategy_spent = []
+    wrap_dataset = OrpheusTTSStrategy.wrap_dataset
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        rows = wrap_dataset(self, *args, **kwargs)
+        strategy_spent.append(time.perf_counter() - start)
+        return rows
+
+    OrpheusTTSStrategy.wrap_dataset = timed
+    cfg = load_cfg(str(config_path), is_preprocess=True)
+    cfg.is_preprocess = True
+    loaded = time.perf_counter()
+    do_preprocess(cfg, PreprocessCliArgs(download=False))
+    done = time.perf_counter()
+    return {
+        "start_up_s": round(loaded - started, 2),
+        "import_s": round(imported - started, 2),
+        "preprocess_s": round(done - loaded, 2),
+        "strategy_s": round(sum(strategy_spent), 2),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def project_preprocess(out: Path, corpus: Path, tokenizer: str, snac_model: str, base_model: Path, device: str,
+                       codes_cache: Path, **options) -> tuple[dict, Path]:
+    """(c): `axolotl preprocess` with `type: axolotl_orpheus.tts` in a fresh process; its figures and output."""
     config = demo_config(out, tokenizer, snac_model, base_model)
     config.update(
         datasets=[{"path": str(corpus), "type": "axolotl_orpheus.tts"}],
         sequence_len=8192,
         shuffle_merged_datasets=False,
         orpheus_device=device,
+        orpheus_codes_cache=str(codes_cache),
+        **options,
     )
-    path = out / "bench.yml"
     out.mkdir(parents=True, exist_ok=True)
+    path = out / "bench.yml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     start = time.perf_counter()
-    process = psutil.Popen(
-        [sys.executable, "-m", "axolotl.cli.main", "preprocess", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    result = subprocess.run(
+        [sys.executable, __file__, "--run-preprocess", str(path)], capture_output=True, text=True, env=env, cwd=out
     )
-    # Poll the RSS of the run and its children: ru_maxrss of a child would include this process's RSS at fork.
-    peak = 0
-    output = []
-    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
-    reader.start()
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    spent = time.perf_counter() - start
-    reader.join()
-    if process.returncode:
-        raise SystemExit("axolotl preprocess failed:\n" + "".join(output)[-5000:])
-    peak_mb = peak / 2**20
-    return spent, newest_prepared_dataset(out / "prepared"), peak_mb
+    wall = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"axolotl preprocess failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return {**figures, "wall_s": round(wall, 2)}, newest_prepared_dataset(out / "prepared")
+
+
+def rows_of(prepared: Path) -> int:
+    from datasets import load_from_disk
+
+    return len(load_from_disk(str(prepared)))
 
 
 def identical_fraction(prepared: Path, eager_codes: list) -> float:
@@ -163,10 +205,16 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10, help="audio in the default corpus")
     parser.add_argument("--corpus", type=Path, help="an audiofolder (metadata.csv with file_name,text,speaker)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="orpheus_compile: true for (c)")
+    parser.add_argument("--workers", type=int, default=1, help="encoding processes on --device for (c) (orpheus_encode_devices)")
     parser.add_argument("--snac-model", help="default: the stand-in SNAC 24 kHz (random weights)")
     parser.add_argument("--tokenizer", help="default: the stand-in Orpheus tokenizer")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed after)")
+    parser.add_argument("--run-preprocess", type=Path, help=argparse.SUPPRESS)  # the child process of (c)
     args = parser.parse_args()
+    if args.run_preprocess:
+        print(json.dumps(run_preprocess(args.run_preprocess)))
+        return
 
     from axolotl_orpheus.standins import build_standins
     from transformers import AutoTokenizer
@@ -189,22 +237,46 @@ def main() -> None:
         b_seconds = reference_recipe(model, tokenizer, corpus, rows, args.device)
         print(f"(b) reference recipe:    {audio_seconds / b_seconds:6.2f} audio-s/s", flush=True)
         del model
-        c_seconds, prepared, c_peak_mb = project_preprocess(
-            work / "project", corpus, tokenizer_name, snac_model, standins["model"], args.device
-        )
-        print(f"(c) axolotl preprocess:  {audio_seconds / c_seconds:6.2f} audio-s/s (peak RSS {c_peak_mb:.0f} MB)")
+        project = partial(project_preprocess, tokenizer=tokenizer_name, snac_model=snac_model,
+                          base_model=standins["model"], device=args.device, orpheus_compile=args.compile,
+                          orpheus_encode_devices=[args.device] * args.workers if args.workers > 1 else None)
+        cold, prepared = project(work / "cold", corpus, codes_cache=work / "codes")
+        c_seconds = cold["strategy_s"]
+        print(f"(c) the strategy:        {audio_seconds / c_seconds:6.2f} audio-s/s; all of axolotl preprocess "
+              f"{audio_seconds / cold['preprocess_s']:.2f} after {cold['start_up_s']} s of start-up "
+              f"(peak RSS {cold['peak_rss_mb']:.0f} MB)", flush=True)
+        # A label option changed: same audio, so every code comes from the cache.
+        warm, warm_prepared = project(work / "warm", corpus, codes_cache=work / "codes", orpheus_train_on_text=False)
+        if rows_of(warm_prepared) != rows_of(prepared):
+            raise SystemExit(f"the re-run prepared {rows_of(warm_prepared)} rows, the cold run {rows_of(prepared)}")
+        print(f"    re-run after a label option change: strategy {warm['strategy_s']} s "
+              f"({c_seconds / warm['strategy_s']:.1f}x faster than cold), axolotl preprocess {warm['preprocess_s']} s "
+              f"({cold['preprocess_s'] / warm['preprocess_s']:.1f}x)", flush=True)
+        # A tenth of the corpus, cold: peak RSS must not grow with the data.
+        small_corpus = make_corpus(work / "small-corpus", audio_seconds / 600) if not args.corpus else None
+        small = project(work / "small", small_corpus, codes_cache=work / "small-codes")[0] if small_corpus else None
         figures = {
             "audio_seconds": round(audio_seconds, 2),
             "clips": len(rows),
             "device": args.device,
+            "orpheus_compile": args.compile,
+            "encoding_processes": args.workers,
             "eager_audio_s_per_s": round(audio_seconds / a_seconds, 3),
             "reference_audio_s_per_s": round(audio_seconds / b_seconds, 3),
             "project_audio_s_per_s": round(audio_seconds / c_seconds, 3),
             "vs_limit": round(a_seconds / c_seconds, 3),
             "vs_reference": round(b_seconds / c_seconds, 3),
             "codes_identical": round(identical_fraction(prepared, eager_codes), 6),
+            "project_cold": cold,
+            "preprocess_vs_reference": round(b_seconds / cold["preprocess_s"], 3),
+            "cli_vs_reference": round(b_seconds / cold["wall_s"], 3),
+            "rerun_after_option_change": warm,
+            "rerun_speedup": round(c_seconds / warm["strategy_s"], 2),
+            "rerun_speedup_preprocess": round(cold["preprocess_s"] / warm["preprocess_s"], 2),
+            "rerun_speedup_cli": round(cold["wall_s"] / warm["wall_s"], 2),
+            "tenth_of_the_corpus": small,
+            "peak_rss_growth_for_10x_data": round(cold["peak_rss_mb"] / small["peak_rss_mb"], 3) if small else None,
             "peak_rss_mb_benchmark": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_rss_mb_project": round(c_peak_mb, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
         }
         print(json.dumps(figures))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Before anything imports huggingface_hub or axolotl: no hub, no telemetry.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["AXOLOTL_DO_NOT_TRACK"] = "1"
+# datasets' cache, and with it the default codes cache, in a folder of this session's, never the user's.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="orpheus-tests-datasets-")
 
 from pathlib import Path  # noqa: E402
 

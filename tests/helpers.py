@@ -23,7 +23,10 @@ def prepare_report(
     """Orpheus rows and report for the dataset at `path` (or `dataset`, read from there).
 
     `settings` are top-level config keys (orpheus_*, sequence_len); `mappings` the entry's per-dataset keys.
+    Codes are encoded afresh unless `orpheus_codes_cache` is given: a test of encoding must not read codes
+    an earlier test cached.
     """
+    settings.setdefault("orpheus_codes_cache", False)
     from axolotl_orpheus import tts
 
     ds_cfg = {

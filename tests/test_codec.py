@@ -100,3 +100,21 @@ def test_decoding_with_the_in_place_snake_equals_stock_snac(snac_model, stock_sn
         torch.manual_seed(0)
         expected = stock_snac.decode([torch.as_tensor(level)[None] for level in codes])[0, 0].numpy()
     np.testing.assert_array_equal(codec.decode(snac_model, codes, seed=0), expected)
+
+
+def test_the_compiled_encoder_agrees_with_eager_snac(standins, stock_snac, speech_24k):
+    """orpheus_compile: true rounds Snake differently, so a few codes may differ (hence opt-in); on real
+    speech of mixed lengths nearly all agree and every clip has SNAC's shapes."""
+    compiled = codec.load_snac(str(standins["snac"]), "cpu")
+    codec.compile_encoder(compiled)
+    assert isinstance(compiled.encoder, torch._dynamo.eval_frame.OptimizedModule)
+    clips = list(speech_24k) + [speech_24k[0][:-700] * 0.6]
+    same = total = 0
+    for clip, got in zip(clips, codec.encode(compiled, clips, batch_size=1)):
+        with torch.inference_mode():
+            expected = [level[0].numpy() for level in stock_snac.encode(torch.from_numpy(clip)[None, None])]
+        for level_got, level_expected in zip(got, expected):
+            assert level_got.shape == level_expected.shape
+            same += int((level_got == level_expected).sum())
+            total += level_expected.size
+    assert same / total >= 0.999

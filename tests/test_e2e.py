@@ -63,11 +63,12 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
         info = soundfile.info(str(sample))
         assert info.samplerate == 24000 and info.frames > 0 and info.frames % 2048 == 0
 
-    # Rows prepared under other orpheus_* settings are never reused: train prepares its own.
+    # Rows prepared under other orpheus_* settings are never reused: train prepares its own, from the codes
+    # that preprocess cached (by default, under the datasets cache).
     path.write_text(yaml.safe_dump({**config, "orpheus_train_on_text": False, "max_steps": 1, "orpheus_sample_prompts": []}))
     log = axolotl("train", path, tmp_path)
     assert "Loading prepared dataset from disk" not in log
-    assert "Orpheus: encoding audio with SNAC" in log
+    assert log.count("Orpheus: 6 rows, 0 clips (0.0 min) to encode") == 2
 
     seconds = decode_row(prepared, 0, str(standins["snac"]), tmp_path / "row0.wav")
     samples, rate = soundfile.read(tmp_path / "row0.wav")
@@ -105,3 +106,24 @@ def test_preprocess_is_deterministic_and_reports_bad_rows(tmp_path, standins, au
     assert (report["rows_in"], report["rows_out"]) == (len(metadata) + 1, len(metadata))
     assert report["dropped"] == {"missing_file": {"count": 1, "examples": [{"dataset": str(folder / "metadata.csv"), "row": 2}]}}
     assert set(report["speakers"]) == {"ada", "ben"}
+
+
+def test_shards_preprocessed_apart_make_up_the_whole(tmp_path, standins, audiofolder_24k, metadata):
+    """The multi-node recipe: each node prepares a shard (axolotl's shards / shards_idx) into one shared codes
+    cache; the whole dataset then prepares from that cache alone, and its rows are the union of the shards'."""
+    codes = tmp_path / "shared-codes"
+    rows = {}
+    for name, shard in [("shard-0", {"shards": 2, "shards_idx": 0}), ("shard-1", {"shards": 2, "shards_idx": 1}), ("whole", {})]:
+        config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
+        config.update(
+            datasets=[{"path": str(audiofolder_24k), "type": "axolotl_orpheus.tts", **shard}],
+            dataset_prepared_path=str(tmp_path / name),
+            orpheus_codes_cache=str(codes),
+        )
+        path = tmp_path / f"{name}.yml"
+        path.write_text(yaml.safe_dump(config))
+        log = axolotl("preprocess", path, tmp_path)
+        rows[name] = list(load_from_disk(str(newest_prepared_dataset(tmp_path / name)))["input_ids"])
+    assert "Orpheus: 6 rows, 0 clips (0.0 min) to encode" in log  # the whole: every code from the shards
+    assert len(rows["shard-0"]) == len(rows["shard-1"]) == len(metadata) // 2
+    assert sorted(rows["shard-0"] + rows["shard-1"]) == sorted(rows["whole"])

@@ -25,6 +25,8 @@ CHANGED_SETTINGS = {
     "orpheus_train_on_text": False,
     "orpheus_device": "cpu",
     "orpheus_encode_batch_size": 4,
+    "orpheus_encode_devices": ["cpu", "cpu"],
+    "orpheus_compile": True,
     "orpheus_on_bad_row": "raise",
     "orpheus_max_seconds": 30,
     "orpheus_min_seconds": 0.5,
@@ -44,18 +46,20 @@ def prepared_hash(cfg: DictDefault) -> str:
 
 
 def test_covers_every_setting():
-    from axolotl_orpheus.args import TRAINING_ONLY, OrpheusArgs
+    from axolotl_orpheus.args import NOT_IN_ROWS, OrpheusArgs
 
-    assert set(CHANGED_SETTINGS) == set(OrpheusArgs.model_fields) - TRAINING_ONLY
+    assert set(CHANGED_SETTINGS) == set(OrpheusArgs.model_fields) - NOT_IN_ROWS
 
 
-def test_training_only_settings_keep_the_prepared_dataset(tmp_path, standins):
-    """Sample prompts never change a row: editing them must not re-encode the audio."""
+def test_settings_outside_the_rows_keep_the_prepared_dataset(tmp_path, standins):
+    """Sample prompts and the codes cache's folder never change a row: editing them must not re-prepare."""
     baseline = prepared_hash(validated(tmp_path, standins))
     changed = validated(
-        tmp_path, standins, orpheus_sample_prompts=[{"voice": "ada", "text": "Hi."}], orpheus_sample_max_new_tokens=70
+        tmp_path, standins, orpheus_sample_prompts=[{"voice": "ada", "text": "Hi."}], orpheus_sample_max_new_tokens=70,
+        orpheus_codes_cache=str(tmp_path / "elsewhere"),
     )
     assert changed.orpheus_sample_prompts[0]["voice"] == "ada"
+    assert changed.orpheus_codes_cache == str(tmp_path / "elsewhere")
     assert prepared_hash(changed) == baseline
 
 

@@ -1,0 +1,100 @@
+"""The codes cache: SNAC codes on disk, keyed by audio content, SNAC weights and the audio pipeline.
+
+Encoding is the whole cost of preprocessing. With the codes cached, re-running `axolotl preprocess` after
+changing only text, prompt or label options reads codes instead of encoding, and several nodes can fill
+one shared cache in parallel (see the README's multi-node recipe).
+
+Layout: <root>/<namespace>/<key[:2]>/<key>.codes, where the namespace digests the SNAC weights, the
+decode/resample pipeline and the encoder (eager or compiled), and the key digests a clip's encoded bytes.
+An entry holds the facts the row checks need without decoding again (the clip's length and warnings), then
+the three levels of codes as int16: float64 seconds, uint8 n, n bytes of comma-separated warnings, codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from axolotl_orpheus import __version__, codec
+from axolotl_orpheus.audio import SAMPLE_RATE
+
+CACHE_FOLDER = "orpheus_codes"  # under datasets' cache folder by default
+# Whatever turns a clip's bytes into codes, besides the SNAC weights: a change here must miss.
+PIPELINE = (
+    f"entry format 1; libsndfile {soundfile.__libsndfile_version__}; mono mean; soxr {soxr.__version__} HQ to {SAMPLE_RATE} Hz; "
+    f"windows of {codec.WINDOW_FRAMES} frames with {codec.CONTEXT_FRAMES} of context"
+)
+
+
+def audio_key(data: bytes) -> str:
+    """The cache key of a clip: a digest of its encoded bytes (fast: about 1 GB/s)."""
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def default_root() -> Path:
+    from datasets import config
+
+    return Path(config.HF_DATASETS_CACHE) / CACHE_FOLDER
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One clip's cached codes and what the row checks need to know about its audio."""
+
+    codes: codec.Codes
+    seconds: float
+    warnings: tuple[str, ...]
+
+
+class CodesCache:
+    """Codes of one SNAC model's weights through one audio pipeline. Safe for many writers: entries are
+    written to a temporary file and renamed into place, and identical inputs write identical entries."""
+
+    def __init__(self, root: Path, snac_digest: str, compiled: bool = False, snac_name: str = ""):
+        self.root = Path(root)
+        encoder = "compiled" if compiled else "eager"  # compiled codes differ slightly: never mixed with eager
+        namespace = hashlib.sha256(f"{snac_digest}|{PIPELINE}|{encoder}".encode()).hexdigest()[:16]
+        self.folder = self.root / namespace
+        self.folder.mkdir(parents=True, exist_ok=True)
+        about = self.folder / "about.json"
+        if not about.exists():  # for people looking into the folder
+            about.write_text(json.dumps({"snac_model": snac_name, "snac_sha256": snac_digest, "pipeline": PIPELINE, "encoder": encoder,
+                                         "written_by": f"axolotl-orpheus {__version__}"}, indent=2) + "\n")
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.codes"
+
+    def get(self, key: str) -> Entry | None:
+        """The entry for `key`, or None; an unreadable entry (a write cut short) counts as missing."""
+        try:
+            data = self.path(key).read_bytes()
+            seconds, size = struct.unpack_from("<dB", data)
+            warnings = data[9 : 9 + size].decode()
+            codes = np.frombuffer(data, "<i2", offset=9 + size).astype(np.int64)
+        except (OSError, ValueError, struct.error, UnicodeDecodeError):
+            return None
+        frames = len(codes) // 7  # n + 2n + 4n codes
+        if frames == 0 or len(codes) != 7 * frames:
+            return None
+        levels = codes[:frames], codes[frames : 3 * frames], codes[3 * frames :]
+        return Entry(levels, seconds, tuple(warnings.split(",")) if warnings else ())
+
+    def put(self, key: str, entry: Entry) -> None:
+        path = self.path(key)
+        path.parent.mkdir(exist_ok=True)
+        warnings = ",".join(entry.warnings).encode()
+        # SNAC's codebooks have 4096 entries: int16 holds every code in a quarter of the space.
+        codes = np.concatenate([np.asarray(level) for level in entry.codes]).astype("<i2")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(handle, "wb") as file:
+            file.write(struct.pack("<dB", entry.seconds, len(warnings)) + warnings + codes.tobytes())
+        os.replace(temporary, path)

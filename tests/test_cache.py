@@ -1,0 +1,143 @@
+"""The codes cache: a re-run after a text or label option reads codes instead of encoding; a change of
+audio or SNAC weights encodes again; several devices fill it as one does."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from axolotl_orpheus import cache, codec
+from helpers import prepare_report
+
+
+@pytest.fixture
+def encoded(monkeypatch):
+    """Counts the clips SNAC really encodes (codec.encode still runs)."""
+    counted: list[int] = []
+    real_encode = codec.encode
+
+    def counting(model, clips, *args, **kwargs):
+        counted.append(len(clips))
+        return real_encode(model, clips, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "encode", counting)
+    return counted
+
+
+@pytest.fixture
+def voice(tmp_path, audiofolder_24k):
+    folder = tmp_path / "voice"
+    shutil.copytree(audiofolder_24k, folder)
+    return folder
+
+
+def entries(root):
+    return sorted(root.rglob("*.codes"))
+
+
+def test_an_option_change_reads_cached_codes(tmp_path, voice, tokenizer, standins, encoded, metadata):
+    store = tmp_path / "codes"
+    settings = dict(orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store))
+    cold, cold_report = prepare_report(tokenizer, voice / "metadata.csv", **settings)
+    assert sum(encoded) == len(metadata) and len(entries(store)) == len(metadata)
+
+    encoded.clear()
+    for changes in ({}, {"orpheus_train_on_text": False}, {"orpheus_speaker_column": ""}, {"orpheus_remove_duplicate_frames": False}):
+        warm, warm_report = prepare_report(tokenizer, voice / "metadata.csv", **settings, **changes)
+        fresh = prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), **changes)[0]
+        assert warm["input_ids"] == fresh["input_ids"] and warm["labels"] == fresh["labels"], changes
+    assert sum(encoded) == 4 * len(metadata)  # the fresh runs only: every warm run read the cache
+    assert warm_report.seconds == cold_report.seconds
+
+
+def test_changed_audio_or_snac_weights_miss(tmp_path, voice, tokenizer, standins, encoded, metadata):
+    store = tmp_path / "codes"
+    prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store))
+    encoded.clear()
+
+    # One clip gets quieter: only that clip is encoded again, and its row is the fresh one.
+    first = voice / metadata[0]["file_name"]
+    samples, rate = soundfile.read(first, dtype="float32")
+    soundfile.write(first, samples * 0.5, rate, "PCM_16")
+    warm = prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store))[0]
+    assert sum(encoded) == 1
+    fresh = prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]))[0]
+    assert warm["input_ids"] == fresh["input_ids"]
+
+    # Other weights under the same config: a namespace of its own, every clip encoded.
+    other = tmp_path / "snac_other"
+    shutil.copytree(standins["snac"], other)
+    weights = torch.load(other / "pytorch_model.bin", weights_only=True)
+    name = next(key for key in weights if key.startswith("encoder.") and weights[key].is_floating_point())
+    weights[name] = weights[name] * 1.01
+    torch.save(weights, other / "pytorch_model.bin")
+    encoded.clear()
+    prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(other), orpheus_codes_cache=str(store))
+    assert sum(encoded) == len(metadata)
+    assert len([p for p in store.iterdir() if p.is_dir()]) == 2
+
+
+def test_the_pipeline_and_encoder_are_part_of_the_namespace(tmp_path, monkeypatch):
+    """A new decoder or resampler version, or the compiled encoder (whose codes differ slightly), must not
+    read codes made the other way."""
+    before = cache.CodesCache(tmp_path, "digest").folder
+    assert cache.CodesCache(tmp_path, "digest", compiled=True).folder != before
+    assert cache.CodesCache(tmp_path, "other digest").folder != before
+    monkeypatch.setattr(cache, "PIPELINE", cache.PIPELINE + "; soxr 9.9")
+    assert cache.CodesCache(tmp_path, "digest").folder != before
+
+
+def test_a_broken_entry_is_encoded_again(tmp_path, voice, tokenizer, standins, encoded, metadata):
+    store = tmp_path / "codes"
+    settings = dict(orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store))
+    cold = prepare_report(tokenizer, voice / "metadata.csv", **settings)[0]
+    entries(store)[0].write_bytes(b"cut short")
+    encoded.clear()
+    assert prepare_report(tokenizer, voice / "metadata.csv", **settings)[0]["input_ids"] == cold["input_ids"]
+    assert sum(encoded) == 1
+
+
+@pytest.mark.parametrize("warnings", [(), ("clipping",), ("silent_audio", "clipping")])
+def test_an_entry_round_trips(tmp_path, warnings):
+    codes = (np.array([0, 4095]), np.array([1, 2, 3, 4]), np.arange(8))
+    store = cache.CodesCache(tmp_path, "digest")
+    store.put("ab" * 20, cache.Entry(codes, 1.5, warnings))
+    got = store.get("ab" * 20)
+    assert [level.tolist() for level in got.codes] == [level.tolist() for level in codes]
+    assert got.codes[0].dtype == np.int64 and (got.seconds, got.warnings) == (1.5, warnings)
+    assert store.get("cd" * 20) is None
+    store.path("ab" * 20).write_bytes(store.path("ab" * 20).read_bytes()[:-2])  # cut short: a missing entry
+    assert store.get("ab" * 20) is None
+
+
+def test_false_keeps_nothing_and_true_uses_the_datasets_cache(tmp_path, voice, tokenizer, standins, metadata):
+    from datasets import config
+
+    default = cache.default_root()
+    assert default == config.HF_DATASETS_CACHE / "orpheus_codes"
+    before = entries(default) if default.exists() else []
+    prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=False)
+    assert (entries(default) if default.exists() else []) == before
+    prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=True)
+    assert len(entries(default)) >= len(metadata)
+
+
+def test_two_encoding_processes_give_the_rows_of_one(tmp_path, voice, tokenizer, standins, metadata):
+    """orpheus_encode_devices: one SNAC replica per device in spawned processes (two CPU ones here, which
+    split the cores). oneDNN's results depend on the thread count, so the one process gets as many."""
+    settings = dict(orpheus_snac_model=str(standins["snac"]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        one = prepare_report(tokenizer, voice / "metadata.csv", **settings)[0]
+    finally:
+        torch.set_num_threads(threads)
+    two = prepare_report(
+        tokenizer, voice / "metadata.csv", **settings, orpheus_encode_devices=["cpu", "cpu"], orpheus_codes_cache=str(tmp_path / "c")
+    )[0]
+    assert two["input_ids"] == one["input_ids"]
+    assert len(entries(tmp_path / "c")) == len(metadata)
