@@ -17,8 +17,10 @@ import json
 import os
 import struct
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile
@@ -98,3 +100,13 @@ class CodesCache:
         with os.fdopen(handle, "wb") as file:
             file.write(struct.pack("<dB", entry.seconds, len(warnings)) + warnings + codes.tobytes())
         os.replace(temporary, path)
+
+
+@contextmanager
+def open_cache(setting: bool | str, snac_digest: str, compiled: bool, snac_name: str) -> Iterator[CodesCache]:
+    """orpheus_codes_cache: true (datasets' cache folder), a folder, or false (a folder for this run only)."""
+    if setting is False:
+        with tempfile.TemporaryDirectory(prefix="orpheus-codes-") as folder:
+            yield CodesCache(Path(folder), snac_digest, compiled, snac_name)
+        return
+    yield CodesCache(default_root() if setting is True else Path(setting), snac_digest, compiled, snac_name)

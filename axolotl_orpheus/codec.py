@@ -34,6 +34,20 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def pick_devices(requested: str | None = None, listed: list[str] | None = None) -> list[torch.device]:
+    """The devices to encode on, one SNAC replica each: those listed, else `pick_device(requested)`, where
+    a bare `cuda` means every visible GPU."""
+    if listed:
+        devices = [torch.device(name) for name in listed]
+        if len({device.type for device in devices}) > 1:
+            raise ValueError(f"orpheus_encode_devices {listed} mixes device types; list devices of one kind")
+        return devices
+    device = pick_device(requested)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+    return [device]
+
+
 def snac_files(name_or_path: str) -> tuple[Path, Path]:
     """config.json and pytorch_model.bin of a local SNAC folder or a hub repo (downloaded and cached)."""
     if os.path.isdir(name_or_path):

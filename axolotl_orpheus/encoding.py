@@ -52,6 +52,13 @@ class EncodeSettings:
     compile: bool
 
 
+def length_chunks(jobs: list[Job], batch_size: int) -> list[list[Job]]:
+    """The jobs sorted by padded length, in chunks of CHUNKS_PER_BATCH batches."""
+    ordered = sorted(jobs, key=lambda job: (math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME), job.row))
+    chunk = batch_size * CHUNKS_PER_BATCH
+    return [ordered[start : start + chunk] for start in range(0, len(ordered), chunk)]
+
+
 def _load(source: Any, base_dir: str | None) -> audio.Clip | audio.AudioError:
     try:
         return audio.load_checked_clip(source, base_dir)
@@ -66,15 +73,13 @@ def encode_share(
     """Encode `jobs` on `device` into the cache; returns the rows whose audio SNAC cannot encode."""
     if threads:
         torch.set_num_threads(threads)
-    jobs = sorted(jobs, key=lambda job: (math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME), job.row))
+    chunks = length_chunks(jobs, settings.batch_size)
     model = codec.load_snac(settings.snac_model, device)
     if settings.compile:
         codec.compile_encoder(model)
     on_cpu = torch.device(device).type == "cpu"
     # On CPU, torch's threads already use every core; on a GPU, CPU decoding is what keeps it busy.
     decoders = ThreadPoolExecutor(1 if on_cpu else min(8, multiprocessing.cpu_count()))
-    chunk = settings.batch_size * CHUNKS_PER_BATCH
-    chunks = [jobs[start : start + chunk] for start in range(0, len(jobs), chunk)]
 
     def decode(part: list[Job]) -> list[Future]:
         return [decoders.submit(_load, source, column.base_dir) for source in column.sources([j.row for j in part])]
@@ -113,11 +118,9 @@ def encode_missing(
     if len(devices) == 1 or len(jobs) < len(devices):
         return encode_share(jobs, column, cache, settings, str(devices[0]))
     # Deal length-sorted chunks round-robin, so that each device gets as much audio and as long clips.
-    ordered = sorted(jobs, key=lambda job: (job.seconds, job.row))
-    chunk = settings.batch_size * CHUNKS_PER_BATCH
     shares: list[list[Job]] = [[] for _ in devices]
-    for number, start in enumerate(range(0, len(ordered), chunk)):
-        shares[number % len(devices)].extend(ordered[start : start + chunk])
+    for number, part in enumerate(length_chunks(jobs, settings.batch_size)):
+        shares[number % len(devices)].extend(part)
     # Several CPU workers split the cores between them instead of each using them all.
     threads = max(1, torch.get_num_threads() // len(devices)) if devices[0].type == "cpu" else None
     # spawn: a forked CUDA context is unusable, and a fork would copy this process's memory.

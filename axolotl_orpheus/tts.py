@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy
@@ -28,7 +25,7 @@ from axolotl_orpheus.report import COLLECTED, DROP_REASONS, DatasetReport, summa
 
 try:
     from axolotl_orpheus import audio, codec, encoding
-    from axolotl_orpheus.cache import CodesCache, audio_key, default_root
+    from axolotl_orpheus.cache import CodesCache, audio_key, open_cache
 except ModuleNotFoundError as exc:
     # axolotl turns a ModuleNotFoundError raised while importing a strategy into "unhandled prompt
     # tokenization strategy", which hides the real cause: say it instead.
@@ -64,12 +61,15 @@ class Columns:
     speaker: str | None
     voice: str | None  # one speaker name for every row of a dataset without a speaker column
 
+    def read(self) -> list[str]:
+        """The columns the strategy reads."""
+        return [self.audio, self.text, *([self.speaker] if self.speaker else [])]
+
 
 class Planned(NamedTuple):
     """A row that passed every check before framing: its codes are (or are being) cached under `key`."""
 
     key: str
-    seconds: float
 
 
 class Rejected(NamedTuple):
@@ -155,7 +155,7 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         if isinstance(dataset.features[columns.audio], Audio):
             # Rows become {bytes, path}: we decode them ourselves, without torchcodec.
             dataset = dataset.cast_column(columns.audio, Audio(decode=False))
-        devices = encode_devices(self.settings)
+        devices = codec.pick_devices(self.settings.orpheus_device, self.settings.orpheus_encode_devices)
         snac_digest = codec.weights_digest(self.settings.orpheus_snac_model)
         fingerprint = hashlib.md5(
             "|".join(
@@ -170,7 +170,9 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             ).encode()
         ).hexdigest()
         COLLECTED.append(self.report)
-        with codes_cache(self.settings, snac_digest) as cache:
+        with open_cache(
+            self.settings.orpheus_codes_cache, snac_digest, self.settings.orpheus_compile, self.settings.orpheus_snac_model
+        ) as cache:
             plan, jobs = self.scan(dataset, columns, cache)
             seconds = sum(job.seconds for job in jobs)
             LOG.info(
@@ -188,13 +190,12 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             for row, error in sorted(encoding.encode_missing(jobs, column, cache, settings, devices).items()):
                 plan[row] = self.reject(row, column.sources([row])[0], error.reason, str(error), error.seconds)
             # One process: framing is cheap, and the report counts rows in order.
-            used = [columns.audio, columns.text, *([columns.speaker] if columns.speaker else [])]
-            rows = dataset.select_columns(used).map(
+            rows = dataset.select_columns(columns.read()).map(
                 partial(self.frame_rows, plan=plan, cache=cache, columns=columns),
                 batched=True,
                 batch_size=MAP_BATCH_SIZE,
                 with_indices=True,
-                remove_columns=used,
+                remove_columns=columns.read(),
                 features=ROW_FEATURES,
                 keep_in_memory=bool(keep_in_memory),
                 # Audio files named by path can change while the table does not: never reuse a map cache.
@@ -236,14 +237,13 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             return self.reject(index, source, "longer_than_max_seconds", f"the clip lasts {seconds:.1f} s", seconds), None
         if self.settings.orpheus_min_seconds and seconds < self.settings.orpheus_min_seconds:
             return self.reject(index, source, "shorter_than_min_seconds", f"the clip lasts {seconds:.2f} s", seconds), None
-        return Planned(key, seconds), None if cached else encoding.Job(index, key, seconds)
+        return Planned(key), None if cached else encoding.Job(index, key, seconds)
 
     def scan(self, dataset: Dataset, columns: Columns, cache: CodesCache) -> tuple[list, list[encoding.Job]]:
         """Check every row before encoding any: a plan entry per row, and the clips the cache lacks."""
         plan: list[Planned | Rejected] = []
         jobs: list[encoding.Job] = []
-        wanted = [columns.audio, columns.text, *([columns.speaker] if columns.speaker else [])]
-        batches = dataset.select_columns(wanted).iter(batch_size=MAP_BATCH_SIZE)
+        batches = dataset.select_columns(columns.read()).iter(batch_size=MAP_BATCH_SIZE)
         with tqdm(total=len(dataset), desc="Orpheus: reading audio", unit="row") as progress:
             for batch in batches:
                 speakers = batch[columns.speaker] if columns.speaker else [None] * len(batch[columns.audio])
@@ -291,32 +291,6 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             self.report.keep(cached.seconds, n_tokens, len(cached.codes[0]) - len(frames), speaker)
             rows.append(training)
         return {name: [row[name] for row in rows] for name in ROW_FEATURES}
-
-
-def encode_devices(settings: OrpheusArgs) -> list:
-    """orpheus_encode_devices, else orpheus_device; a bare `cuda` means every visible GPU, one SNAC each."""
-    import torch
-
-    if settings.orpheus_encode_devices:
-        devices = [torch.device(name) for name in settings.orpheus_encode_devices]
-        if len({device.type for device in devices}) > 1:
-            raise ValueError(f"orpheus_encode_devices {settings.orpheus_encode_devices} mixes device types; list one kind")
-        return devices
-    device = codec.pick_device(settings.orpheus_device)
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
-    return [device]
-
-
-@contextmanager
-def codes_cache(settings: OrpheusArgs, snac_digest: str) -> Iterator[CodesCache]:
-    """orpheus_codes_cache: true (datasets' cache folder), a folder, or false (a folder for this run only)."""
-    cache = partial(CodesCache, snac_digest=snac_digest, compiled=settings.orpheus_compile, snac_name=settings.orpheus_snac_model)
-    if settings.orpheus_codes_cache is False:
-        with tempfile.TemporaryDirectory(prefix="orpheus-codes-") as folder:
-            yield cache(Path(folder))
-        return
-    yield cache(default_root() if settings.orpheus_codes_cache is True else Path(settings.orpheus_codes_cache))
 
 
 def load(tokenizer, cfg, ds_cfg: dict[str, Any] | None = None) -> OrpheusTTSStrategy:

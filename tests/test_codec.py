@@ -118,3 +118,14 @@ def test_the_compiled_encoder_agrees_with_eager_snac(standins, stock_snac, speec
             same += int((level_got == level_expected).sum())
             total += level_expected.size
     assert same / total >= 0.999
+
+
+def test_encode_devices(monkeypatch):
+    """orpheus_encode_devices as listed, one kind only; a bare `cuda` means every visible GPU."""
+    assert codec.pick_devices(listed=["cpu", "cpu"]) == [torch.device("cpu")] * 2
+    with pytest.raises(ValueError, match=r"orpheus_encode_devices \['cpu', 'cuda:0'\] mixes device types"):
+        codec.pick_devices(listed=["cpu", "cuda:0"])
+    assert codec.pick_devices("cpu") == [torch.device("cpu")]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert codec.pick_devices("cuda") == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert codec.pick_devices("cuda:1") == [torch.device("cuda", 1)]
