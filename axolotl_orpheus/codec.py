@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
 import os
 import types
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from snac import SNAC
 from snac.layers import Snake1d
+from torch.nn.utils import parametrize
 
 from axolotl_orpheus.audio import SAMPLE_RATE
 from axolotl_orpheus.layout import SAMPLES_PER_FRAME
@@ -115,6 +119,9 @@ def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SN
     for module in model.modules():
         if isinstance(module, Snake1d):
             module.forward = types.MethodType(_snake_in_place, module)
+        # Weight norm recomputes every weight on every call; for inference compute them once (same values).
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model.eval().to(pick_device(str(device) if device else None))
 
 
@@ -126,6 +133,52 @@ def compile_encoder(model: SNAC) -> None:
     torch caches the compiled kernels on disk (TORCHINDUCTOR_CACHE_DIR): only the first compilation is slow.
     """
     model.encoder = torch.compile(model.encoder, dynamic=True)
+
+
+@contextmanager
+def exact_fp32() -> Iterator[None]:
+    """Full fp32 convolutions and matmuls on CUDA, whatever the process's TF32 settings.
+
+    With cuDNN's default TF32, codes depend on the batch (about 4% differ between a batch and one clip at a
+    time on an H200) and on the GPU; in IEEE fp32 batched codes equal one-at-a-time codes and equal the CPU's.
+    """
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
+# glibc's malloc parameters (malloc.h) and their defaults.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+
+
+@contextmanager
+def keep_freed_memory() -> Iterator[None]:
+    """Have glibc keep freed memory for reuse while encoding, and give it back after.
+
+    Each activation in SNAC's encoder is tens of MB. glibc maps every such block afresh and unmaps it when
+    it is freed, so each layer pays page faults on memory the previous one just gave back. Keeping freed
+    memory in the heap ran the same kernels 2.3x faster on 10 s clips on a 2-core CPU (shorter clips gain
+    less), with identical codes. Without glibc (macOS, musl) this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        yield
+        return
+    mallopt(_M_MMAP_MAX, 0)
+    mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield
+    finally:
+        mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        malloc_trim(0)
 
 
 # Clips longer than this are encoded in windows: the encoder needs about 21 MB per second of audio, so a
@@ -160,6 +213,7 @@ def _encode_windowed(model: SNAC, clip: np.ndarray, window_frames: int) -> Codes
 
 
 @torch.inference_mode()
+@exact_fp32()
 def encode(model: SNAC, clips: list[np.ndarray], batch_size: int = 8, window_frames: int = WINDOW_FRAMES) -> list[Codes]:
     """SNAC codes (n, 2n, 4n per clip) of mono 24 kHz clips, in the order given.
 
@@ -189,6 +243,7 @@ def encode(model: SNAC, clips: list[np.ndarray], batch_size: int = 8, window_fra
 
 
 @torch.inference_mode()
+@exact_fp32()
 def decode(model: SNAC, codes: Codes, seed: int = 0) -> np.ndarray:
     """24 kHz mono float32 audio of one clip's codes, n * 2048 samples long.
 

@@ -90,7 +90,7 @@ def encode_share(
         desc=f"Orpheus: SNAC encoding on {device}", disable=not jobs,
     )
     encoded_seconds = 0.0
-    with decoders, progress:
+    with decoders, progress, codec.keep_freed_memory():
         upcoming = decode(chunks[0]) if chunks else []
         for index, part in enumerate(chunks):
             loaded = [future.result() for future in upcoming]

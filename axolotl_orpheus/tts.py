@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -187,7 +188,12 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                 self.settings.orpheus_compile,
             )
             column = encoding.AudioColumn(dataset, columns.audio, self.base_dir)
-            for row, error in sorted(encoding.encode_missing(jobs, column, cache, settings, devices).items()):
+            started = time.perf_counter()
+            failed = encoding.encode_missing(jobs, column, cache, settings, devices)
+            if jobs:
+                spent = time.perf_counter() - started
+                LOG.info(f"Orpheus: encoded {len(jobs)} clips in {spent:.1f} s, {seconds / spent:.0f}x real time")
+            for row, error in sorted(failed.items()):
                 plan[row] = self.reject(row, column.sources([row])[0], error.reason, str(error), error.seconds)
             # One process: framing is cheap, and the report counts rows in order.
             rows = dataset.select_columns(columns.read()).map(

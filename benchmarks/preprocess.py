@@ -1,9 +1,10 @@
 """Preprocessing speed and memory: this project against eager SNAC and the reference recipe, in one run.
 
-    python benchmarks/preprocess.py [--minutes 10] [--corpus AUDIOFOLDER] [--device cpu|cuda] [--compile] [--workers N]
+    python benchmarks/preprocess.py [--minutes 10] [--clip-seconds S] [--corpus AUDIOFOLDER] [--device cpu|cuda] [--compile] [--workers N]
 
 Measures, on the same corpus (default: distinct variants of the bundled clips, each at another gain so no
-cache can collapse them, --minutes of audio in all), with the codes cache cold:
+cache can collapse them, --minutes of audio in all; --clip-seconds joins them into longer clips), with the
+codes cache cold:
   (a) eager SNAC encode of every clip, one at a time (encode calls only: the limit),
   (b) a straightforward per-row re-implementation of the reference recipe (tests/reference_recipe.py),
   (c) this project's strategy end to end (raw rows in, training rows out: checks, decoding, resampling,
@@ -49,20 +50,26 @@ from axolotl_orpheus.audio import SAMPLE_RATE, load_clip  # noqa: E402
 from axolotl_orpheus.cli import BUNDLED_CLIPS, STANDINS_CACHE, demo_config, newest_prepared_dataset  # noqa: E402
 
 
-def make_corpus(folder: Path, minutes: float) -> Path:
-    """The bundled clips over and over, each copy at its own gain, until `minutes` of audio."""
+def make_corpus(folder: Path, minutes: float, clip_seconds: float = 0.0) -> Path:
+    """The bundled clips over and over, each copy at its own gain, until `minutes` of audio; with
+    `clip_seconds`, consecutive clips are joined into clips at least that long."""
     with open(Path(str(BUNDLED_CLIPS)) / "metadata.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     clips = [soundfile.read(Path(str(BUNDLED_CLIPS)) / r["file_name"], dtype="float32") for r in rows]
+    (rate,) = {rate for _, rate in clips}
     folder.mkdir(parents=True)
-    lines, seconds, copy = [], 0.0, 0
+    lines, seconds, copy, taken = [], 0.0, 0, 0
     while seconds < minutes * 60:
-        for row, (samples, rate) in zip(rows, clips):
-            gain = 0.3 + 0.7 * ((copy * 7919) % 1000) / 1000  # distinct per copy
-            name = f"{copy:05d}-{row['file_name']}"
-            soundfile.write(folder / name, samples * gain, rate, subtype="FLOAT")
-            lines.append([name, row["text"], row["speaker"]])
-            seconds += len(samples) / rate
+        first, parts = taken, []
+        while not parts or sum(map(len, parts)) < clip_seconds * rate:
+            parts.append(clips[taken % len(clips)][0])
+            taken += 1
+        gain = 0.3 + 0.7 * ((copy * 7919) % 1000) / 1000  # distinct per copy
+        name = f"{copy:05d}-{rows[first % len(rows)]['file_name']}"
+        soundfile.write(folder / name, np.concatenate(parts) * gain, rate, subtype="FLOAT")
+        text = " ".join(rows[i % len(rows)]["text"] for i in range(first, taken))
+        lines.append([name, text, rows[first % len(rows)]["speaker"]])
+        seconds += sum(map(len, parts)) / rate
         copy += 1
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([["file_name", "text", "speaker"], *lines])
@@ -85,9 +92,11 @@ def stock_snac(name_or_path: str, device: str):
 
 
 def eager_encode(model, clips: list[np.ndarray], device: str) -> tuple[float, list]:
-    """(a): one clip at a time, timing only the encode calls."""
+    """(a): one clip at a time, timing only the encode calls; in IEEE fp32 like the strategy, since with
+    cuDNN's default TF32 a GPU's codes are not even reproducible across batch sizes ((b) keeps the default)."""
     codes, spent = [], 0.0
-    with torch.inference_mode():
+    with torch.inference_mode(), codec.exact_fp32():
+        model.encode(torch.from_numpy(clips[0])[None, None].to(device))  # warm-up: CUDA and cuDNN start-up
         for clip in clips:
             x = torch.from_numpy(clip)[None, None].to(device)
             start = time.perf_counter()
@@ -124,20 +133,25 @@ def run_preprocess(config_path: Path) -> dict:
     from axolotl.cli.config import load_cfg
     from axolotl.cli.preprocess import do_preprocess
 
+    from axolotl_orpheus import encoding
     from axolotl_orpheus.tts import OrpheusTTSStrategy
 
     imported = time.perf_counter()
-    # The strategy's own share (raw rows in, training rows out), apart from axolotl's loading and saving.
-    strategy_spent = []
-    wrap_dataset = OrpheusTTSStrategy.wrap_dataset
+    # The strategy's own share (raw rows in, training rows out), apart from axolotl's loading and saving,
+    # and within it the encoding pass.
+    spent: dict[str, float] = {"strategy_s": 0.0, "encode_s": 0.0}
 
-    def timed(self, *args, **kwargs):
-        start = time.perf_counter()
-        rows = wrap_dataset(self, *args, **kwargs)
-        strategy_spent.append(time.perf_counter() - start)
-        return rows
+    def timed(function, figure):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            spent[figure] += time.perf_counter() - start
+            return result
 
-    OrpheusTTSStrategy.wrap_dataset = timed
+        return run
+
+    OrpheusTTSStrategy.wrap_dataset = timed(OrpheusTTSStrategy.wrap_dataset, "strategy_s")
+    encoding.encode_missing = timed(encoding.encode_missing, "encode_s")
     cfg = load_cfg(str(config_path), is_preprocess=True)
     cfg.is_preprocess = True
     loaded = time.perf_counter()
@@ -147,7 +161,7 @@ def run_preprocess(config_path: Path) -> dict:
         "start_up_s": round(loaded - started, 2),
         "import_s": round(imported - started, 2),
         "preprocess_s": round(done - loaded, 2),
-        "strategy_s": round(sum(strategy_spent), 2),
+        **{figure: round(seconds, 2) for figure, seconds in spent.items()},
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -203,6 +217,8 @@ def identical_fraction(prepared: Path, eager_codes: list) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10, help="audio in the default corpus")
+    parser.add_argument("--clip-seconds", type=float, default=0.0,
+                        help="join the default corpus' clips into clips at least this long")
     parser.add_argument("--corpus", type=Path, help="an audiofolder (metadata.csv with file_name,text,speaker)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="orpheus_compile: true for (c)")
@@ -224,7 +240,7 @@ def main() -> None:
     tokenizer_name = args.tokenizer or str(standins["tokenizer"])
     work = args.work or Path(tempfile.mkdtemp(prefix="orpheus-bench-"))
     try:
-        corpus = args.corpus or make_corpus(work / "corpus", args.minutes)
+        corpus = args.corpus or make_corpus(work / "corpus", args.minutes, args.clip_seconds)
         rows = read_corpus(corpus)
         clips = [load_clip(row["file_name"], str(corpus)) for row in rows]
         audio_seconds = sum(len(clip) for clip in clips) / SAMPLE_RATE
@@ -242,9 +258,12 @@ def main() -> None:
                           orpheus_encode_devices=[args.device] * args.workers if args.workers > 1 else None)
         cold, prepared = project(work / "cold", corpus, codes_cache=work / "codes")
         c_seconds = cold["strategy_s"]
-        print(f"(c) the strategy:        {audio_seconds / c_seconds:6.2f} audio-s/s; all of axolotl preprocess "
+        print(f"(c) the strategy:        {audio_seconds / c_seconds:6.2f} audio-s/s (encoding pass "
+              f"{cold['encode_s']} s of {c_seconds} s); all of axolotl preprocess "
               f"{audio_seconds / cold['preprocess_s']:.2f} after {cold['start_up_s']} s of start-up "
               f"(peak RSS {cold['peak_rss_mb']:.0f} MB)", flush=True)
+        codes_identical = identical_fraction(prepared, eager_codes)
+        print(f"    audio tokens identical to (a): {codes_identical:.6f}", flush=True)
         # A label option changed: same audio, so every code comes from the cache.
         warm, warm_prepared = project(work / "warm", corpus, codes_cache=work / "codes", orpheus_train_on_text=False)
         if rows_of(warm_prepared) != rows_of(prepared):
@@ -253,11 +272,12 @@ def main() -> None:
               f"({c_seconds / warm['strategy_s']:.1f}x faster than cold), axolotl preprocess {warm['preprocess_s']} s "
               f"({cold['preprocess_s'] / warm['preprocess_s']:.1f}x)", flush=True)
         # A tenth of the corpus, cold: peak RSS must not grow with the data.
-        small_corpus = make_corpus(work / "small-corpus", audio_seconds / 600) if not args.corpus else None
+        small_corpus = make_corpus(work / "small-corpus", audio_seconds / 600, args.clip_seconds) if not args.corpus else None
         small = project(work / "small", small_corpus, codes_cache=work / "small-codes")[0] if small_corpus else None
         figures = {
             "audio_seconds": round(audio_seconds, 2),
             "clips": len(rows),
+            "clip_seconds": args.clip_seconds,
             "device": args.device,
             "orpheus_compile": args.compile,
             "encoding_processes": args.workers,
@@ -266,7 +286,7 @@ def main() -> None:
             "project_audio_s_per_s": round(audio_seconds / c_seconds, 3),
             "vs_limit": round(a_seconds / c_seconds, 3),
             "vs_reference": round(b_seconds / c_seconds, 3),
-            "codes_identical": round(identical_fraction(prepared, eager_codes), 6),
+            "codes_identical": round(codes_identical, 6),
             "project_cold": cold,
             "preprocess_vs_reference": round(b_seconds / cold["preprocess_s"], 3),
             "cli_vs_reference": round(b_seconds / cold["wall_s"], 3),

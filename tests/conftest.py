@@ -21,6 +21,9 @@ from axolotl_orpheus.audio import SAMPLE_RATE, load_clip  # noqa: E402
 from axolotl_orpheus.cli import BUNDLED_CLIPS  # noqa: E402
 
 CLIPS_DIR = Path(str(BUNDLED_CLIPS))
+# Where snac_model runs: ORPHEUS_TEST_DEVICE=cuda runs the codec's exactness tests on a GPU
+# (`pytest tests/test_codec.py`), against stock SNAC on the CPU.
+DEVICE = os.environ.get("ORPHEUS_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +50,7 @@ def tokenizer(standins):
 def snac_model(standins):
     from axolotl_orpheus.codec import load_snac
 
-    return load_snac(str(standins["snac"]), "cpu")
+    return load_snac(str(standins["snac"]), DEVICE)
 
 
 @pytest.fixture(scope="session")

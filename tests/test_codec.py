@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from axolotl_orpheus import codec
+from conftest import DEVICE
 
 
 def assert_same_codes(got, expected):
@@ -39,6 +43,59 @@ def test_codes_equal_stock_snac_encode_and_have_snac_shapes(snac_model, stock_sn
     (ours,) = codec.encode(snac_model, [clip])
     n = -(-len(clip) // 2048)
     assert [len(level) for level in ours] == [n, 2 * n, 4 * n]
+
+
+def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_model, speech_24k):
+    """With TF32 a GPU's codes depend on the batch; encode and decode force IEEE fp32, then restore."""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    seen = []
+    record = lambda *_: seen.append((conv.fp32_precision, matmul.fp32_precision))  # noqa: E731
+    hooks = [snac_model.encoder.register_forward_pre_hook(record), snac_model.decoder.register_forward_pre_hook(record)]
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        (codes,) = codec.encode(snac_model, [speech_24k[0]])
+        codec.decode(snac_model, codes)
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
+        for hook in hooks:
+            hook.remove()
+    assert seen == [("ieee", "ieee")] * 2
+
+
+FAULTS_OF_REFILLING = """
+import resource, torch
+from axolotl_orpheus import codec
+
+def faults_of_refilling(times):
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        torch.ones(16 << 20)  # 64 MB, written through
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+def resident_pages():
+    return int(open("/proc/self/statm").read().split()[1])
+
+before = faults_of_refilling(4)
+with codec.keep_freed_memory():
+    faults_of_refilling(2)
+    kept = faults_of_refilling(8)
+    holding = resident_pages()
+print(before, kept, holding - resident_pages(), resource.getpagesize())
+"""
+
+
+def test_freed_activations_are_reused_instead_of_mapped_afresh():
+    """keep_freed_memory: a 64 MB block freed and allocated again costs no new page faults (glibc maps
+    each such block afresh by default, and encoding pays those faults in every layer), and the memory kept
+    is given back on leaving. In a fresh process, since what the heap holds decides where a block comes from."""
+    result = subprocess.run([sys.executable, "-c", FAULTS_OF_REFILLING], capture_output=True, text=True, check=True)
+    before, kept, given_back, page = map(int, result.stdout.split())
+    pages = (64 << 20) // page
+    assert before > 3 * pages  # 4 blocks, each mapped afresh
+    assert kept < 2 * pages  # 8 blocks: glibc may still map one afresh now and then
+    assert given_back > pages * 3 // 4
 
 
 def test_load_refuses_a_pickle_that_runs_code(tmp_path, standins):
@@ -96,16 +153,17 @@ def test_long_clips_are_encoded_in_windows_with_the_same_codes(snac_model, speec
 
 def test_decoding_with_the_in_place_snake_equals_stock_snac(snac_model, stock_snac, speech_24k):
     (codes,) = codec.encode(snac_model, [speech_24k[0]])
-    with torch.inference_mode(), torch.random.fork_rng():
+    stock = copy.deepcopy(stock_snac).to(DEVICE)  # the decoder's noise comes from the device's generator
+    with torch.inference_mode(), torch.random.fork_rng(), codec.exact_fp32():
         torch.manual_seed(0)
-        expected = stock_snac.decode([torch.as_tensor(level)[None] for level in codes])[0, 0].numpy()
+        expected = stock.decode([torch.as_tensor(level, device=DEVICE)[None] for level in codes])[0, 0].cpu().numpy()
     np.testing.assert_array_equal(codec.decode(snac_model, codes, seed=0), expected)
 
 
 def test_the_compiled_encoder_agrees_with_eager_snac(standins, stock_snac, speech_24k):
     """orpheus_compile: true rounds Snake differently, so a few codes may differ (hence opt-in); on real
     speech of mixed lengths nearly all agree and every clip has SNAC's shapes."""
-    compiled = codec.load_snac(str(standins["snac"]), "cpu")
+    compiled = codec.load_snac(str(standins["snac"]), DEVICE)
     codec.compile_encoder(compiled)
     assert isinstance(compiled.encoder, torch._dynamo.eval_frame.OptimizedModule)
     clips = list(speech_24k) + [speech_24k[0][:-700] * 0.6]
