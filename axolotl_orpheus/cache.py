@@ -33,7 +33,8 @@ CACHE_FOLDER = "orpheus_codes"  # under datasets' cache folder by default
 # Whatever turns a clip's bytes into codes, besides the SNAC weights: a change here must miss.
 PIPELINE = (
     f"entry format 1; libsndfile {soundfile.__libsndfile_version__}; mono mean; soxr {soxr.__version__} HQ to {SAMPLE_RATE} Hz; "
-    f"windows of {codec.WINDOW_FRAMES} frames with {codec.CONTEXT_FRAMES} of context"
+    f"windows of {codec.WINDOW_FRAMES} frames with {codec.CONTEXT_FRAMES} of context; "
+    "IEEE fp32 (TF32 off)"  # earlier GPU entries came from TF32, which changes codes
 )
 
 

@@ -87,7 +87,7 @@ print(before, kept, holding - resident_pages(), resource.getpagesize())
 
 
 def test_freed_activations_are_reused_instead_of_mapped_afresh():
-    """keep_freed_memory: a 64 MB block freed and allocated again costs no new page faults (glibc maps
+    """keep_freed_memory: a 64 MB block freed and allocated again costs (almost) no page faults (glibc maps
     each such block afresh by default, and encoding pays those faults in every layer), and the memory kept
     is given back on leaving. In a fresh process, since what the heap holds decides where a block comes from."""
     result = subprocess.run([sys.executable, "-c", FAULTS_OF_REFILLING], capture_output=True, text=True, check=True)
