@@ -47,7 +47,6 @@ class AudioColumn:
 @dataclass(frozen=True)
 class EncodeSettings:
     snac_model: str
-    snac_digest: str
     batch_size: int
     compile: bool
 

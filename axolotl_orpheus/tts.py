@@ -183,7 +183,6 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             )
             settings = encoding.EncodeSettings(
                 self.settings.orpheus_snac_model,
-                snac_digest,
                 self.settings.orpheus_encode_batch_size or (1 if devices[0].type == "cpu" else 16),
                 self.settings.orpheus_compile,
             )
