@@ -49,6 +49,7 @@ class EncodeSettings:
     snac_model: str
     batch_size: int
     compile: bool
+    stop_at_failure: bool = False  # the run will raise on the first bad clip: encoding on is wasted time
 
 
 def length_chunks(jobs: list[Job], batch_size: int) -> list[list[Job]]:
@@ -69,7 +70,8 @@ def encode_share(
     jobs: list[Job], column: AudioColumn, cache: CodesCache, settings: EncodeSettings, device: str,
     position: int = 0, threads: int | None = None,
 ) -> dict[int, audio.AudioError]:
-    """Encode `jobs` on `device` into the cache; returns the rows whose audio SNAC cannot encode."""
+    """Encode `jobs` on `device` into the cache; returns the rows whose audio SNAC cannot encode (with
+    stop_at_failure, the first chunk's that has any, leaving that chunk and the rest unencoded)."""
     if threads:
         torch.set_num_threads(threads)
     chunks = length_chunks(jobs, settings.batch_size)
@@ -100,6 +102,10 @@ def encode_share(
                     failed[job.row] = clip
                 else:
                     clips.append((job, clip))
+            if failed and settings.stop_at_failure:
+                for future in upcoming:
+                    future.cancel()
+                break
             codes = codec.encode(model, [clip.samples for _, clip in clips], settings.batch_size)
             for (job, clip), clip_codes in zip(clips, codes):
                 cache.put(job.key, Entry(clip_codes, clip.seconds, clip.warnings))

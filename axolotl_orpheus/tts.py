@@ -185,6 +185,7 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                 self.settings.orpheus_snac_model,
                 self.settings.orpheus_encode_batch_size or (1 if devices[0].type == "cpu" else 16),
                 self.settings.orpheus_compile,
+                stop_at_failure=self.settings.orpheus_on_bad_row == "raise",
             )
             column = encoding.AudioColumn(dataset, columns.audio, self.base_dir)
             started = time.perf_counter()

@@ -138,3 +138,21 @@ def test_report_figures(tmp_path, tokenizer, standins, good_rows):
     removed = (sum(len(ids) for ids in every["input_ids"]) - sum(lengths)) // 7
     assert summary["frames_removed_by_dedupe"] == removed > 0
     assert summary["speakers"] == {"ada": {"rows": 2, "hours": pytest.approx(seconds / 3600, abs=1e-6)}}
+
+
+def test_raise_mode_stops_encoding_at_the_first_bad_clip(tmp_path, tokenizer, standins):
+    """A clip found bad only when decoded (NaN samples) stops the run before the rest is encoded, not after
+    hours of encoding: with one clip per batch, the first chunk of 4 clips in length order holds the bad
+    (shortest) clip, and none of the 6 good ones is encoded."""
+    write(tmp_path / "bad.wav", np.r_[speech(1.0), np.nan].astype(np.float32), "FLOAT")
+    goods = sorted(path.name for path in CLIPS_DIR.glob("*.wav"))
+    for name in goods:
+        (tmp_path / name).write_bytes((CLIPS_DIR / name).read_bytes())
+    lines = ["file_name,text", "bad.wav,Bad.", *(f"{name},Good." for name in goods)]
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    cache = tmp_path / "codes"
+    with pytest.raises(RowError, match=r"row 0 \(bad.wav\): 1 samples are NaN or infinite"):
+        run(tokenizer, standins, tmp_path / "metadata.csv", orpheus_on_bad_row="raise", orpheus_codes_cache=str(cache))
+    assert len(goods) == 6 and list(cache.rglob("*.codes")) == []
+    rows, _ = run(tokenizer, standins, tmp_path / "metadata.csv", orpheus_codes_cache=str(cache))
+    assert len(rows) == 6 and len(list(cache.rglob("*.codes"))) == 6  # skip mode encodes them all
