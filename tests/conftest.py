@@ -56,7 +56,7 @@ def snac_model(standins):
 @pytest.fixture(scope="session")
 def stock_snac(standins):
     """SNAC exactly as its own package builds it (as the reference recipe's from_pretrained would), for the
-    oracle: our load_snac swaps in an in-place Snake that must not change any value."""
+    oracle: our load_snac swaps in an in-place Snake and residual sum that must not change any value."""
     import json
 
     import torch
