@@ -67,7 +67,8 @@ class OrpheusArgs(BaseModel):
         ge=1,
         json_schema_extra={
             "description": "Clips of equal padded length SNAC encodes together (default: 1 on cpu, where "
-            "batching is slower, 16 on a GPU); clips are sorted by length first, and batching never changes a code."
+            "batching is slower; on a GPU as many as make up 320 s of audio, about 7 GB of activations, halved "
+            "when the GPU runs out of memory); clips are sorted by length first, and batching never changes a code."
         },
     )
     orpheus_encode_devices: list[str] | None = Field(

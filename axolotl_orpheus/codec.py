@@ -199,6 +199,16 @@ WINDOW_FRAMES = 704  # 60 s
 CONTEXT_FRAMES = 12  # 1 s
 
 
+# Audio per batch when no batch size is set (on a GPU): the encoder holds about 21 MB of activations per
+# second of audio, so about 7 GB, whatever the clips' length; a batch that does not fit is split in halves.
+BATCH_SECONDS = 320
+
+
+def clips_per_batch(frames: int, batch_size: int | None) -> int:
+    """`batch_size`, else as many clips of `frames` frames as make up BATCH_SECONDS of audio (at least one)."""
+    return batch_size or max(1, BATCH_SECONDS * SAMPLE_RATE // (frames * SAMPLES_PER_FRAME))
+
+
 def _encode_padded(model: SNAC, batch: np.ndarray) -> list[np.ndarray]:
     """SNAC codes of a (B, 1, T) batch whose T is whole frames, as numpy, in one transfer per level."""
     device = next(model.parameters()).device
@@ -206,6 +216,27 @@ def _encode_padded(model: SNAC, batch: np.ndarray) -> list[np.ndarray]:
     if device.type == "cuda":  # from pinned memory the copy runs asynchronously, at full bus speed
         audio = audio.pin_memory().to(device, non_blocking=True)
     return [level.cpu().numpy() for level in model.encode(audio.to(device))]
+
+
+def _encode_batch(model: SNAC, clips: list[np.ndarray], frames: int) -> list[Codes]:
+    """Codes of clips padded to `frames` frames, in one batch, or in halves when the GPU runs out of memory."""
+    batch = np.zeros((len(clips), 1, frames * SAMPLES_PER_FRAME), dtype=np.float32)
+    for slot, clip in enumerate(clips):
+        batch[slot, 0, : len(clip)] = clip
+    try:
+        levels = _encode_padded(model, batch)
+    except torch.OutOfMemoryError as exc:
+        if len(clips) == 1:
+            raise RuntimeError(
+                f"SNAC ran out of GPU memory encoding one {frames * SAMPLES_PER_FRAME / SAMPLE_RATE:.0f} s clip; free "
+                "GPU memory or set orpheus_device: cpu"
+            ) from exc
+        levels = None  # retried outside the handler, whose traceback still holds the failed batch's tensors
+    if levels is None:
+        torch.cuda.empty_cache()
+        half = len(clips) // 2
+        return _encode_batch(model, clips[:half], frames) + _encode_batch(model, clips[half:], frames)
+    return [(levels[0][slot], levels[1][slot], levels[2][slot]) for slot in range(len(clips))]
 
 
 def _encode_windowed(model: SNAC, clip: np.ndarray, window_frames: int) -> Codes:
@@ -225,13 +256,16 @@ def _encode_windowed(model: SNAC, clip: np.ndarray, window_frames: int) -> Codes
 
 @torch.inference_mode()
 @exact_fp32()
-def encode(model: SNAC, clips: list[np.ndarray], batch_size: int = 8, window_frames: int = WINDOW_FRAMES) -> list[Codes]:
+def encode(
+    model: SNAC, clips: list[np.ndarray], batch_size: int | None = None, window_frames: int = WINDOW_FRAMES
+) -> list[Codes]:
     """SNAC codes (n, 2n, 4n per clip) of mono 24 kHz clips, in the order given.
 
     SNAC's encoder is non-causal, so zero-padding a clip to a longer one changes its last codes.
     Only clips of the same padded length share a batch, which makes batching exact: every clip gets
-    the codes it would get alone (SNAC itself right-pads each clip to whole frames). Clips longer than
-    `window_frames` are encoded alone, window by window (see WINDOW_FRAMES).
+    the codes it would get alone (SNAC itself right-pads each clip to whole frames). A batch holds
+    `batch_size` clips, or by default BATCH_SECONDS of audio. Clips longer than `window_frames` are
+    encoded alone, window by window (see WINDOW_FRAMES).
     """
     n_frames = [-(-len(clip) // SAMPLES_PER_FRAME) for clip in clips]
     codes: list[Codes | None] = [None] * len(clips)
@@ -242,14 +276,11 @@ def encode(model: SNAC, clips: list[np.ndarray], batch_size: int = 8, window_fra
             for row in same_length:
                 codes[row] = _encode_windowed(model, clips[row], window_frames)
             continue
-        for start in range(0, len(same_length), batch_size):
-            rows = same_length[start : start + batch_size]
-            batch = np.zeros((len(rows), 1, frames * SAMPLES_PER_FRAME), dtype=np.float32)
-            for slot, row in enumerate(rows):
-                batch[slot, 0, : len(clips[row])] = clips[row]
-            levels = _encode_padded(model, batch)
-            for slot, row in enumerate(rows):
-                codes[row] = (levels[0][slot], levels[1][slot], levels[2][slot])
+        size = clips_per_batch(frames, batch_size)
+        for start in range(0, len(same_length), size):
+            rows = same_length[start : start + size]
+            for row, row_codes in zip(rows, _encode_batch(model, [clips[row] for row in rows], frames)):
+                codes[row] = row_codes
     return codes  # type: ignore[return-value]
 
 

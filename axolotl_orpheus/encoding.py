@@ -47,16 +47,26 @@ class AudioColumn:
 @dataclass(frozen=True)
 class EncodeSettings:
     snac_model: str
-    batch_size: int
+    batch_size: int | None  # clips per batch; None: codec.BATCH_SECONDS of audio
     compile: bool
     stop_at_failure: bool = False  # the run will raise on the first bad clip: encoding on is wasted time
 
 
-def length_chunks(jobs: list[Job], batch_size: int) -> list[list[Job]]:
-    """The jobs sorted by padded length, in chunks of CHUNKS_PER_BATCH batches."""
-    ordered = sorted(jobs, key=lambda job: (math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME), job.row))
-    chunk = batch_size * CHUNKS_PER_BATCH
-    return [ordered[start : start + chunk] for start in range(0, len(ordered), chunk)]
+def length_chunks(jobs: list[Job], batch_size: int | None) -> list[list[Job]]:
+    """The jobs sorted by padded length, in chunks of CHUNKS_PER_BATCH batches (codec.clips_per_batch)."""
+
+    def frames(job: Job) -> int:
+        return math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME)
+
+    chunks: list[list[Job]] = []
+    filled = float(CHUNKS_PER_BATCH)  # batches' worth in the last chunk
+    for job in sorted(jobs, key=lambda job: (frames(job), job.row)):
+        if filled >= CHUNKS_PER_BATCH - 1e-9:  # the tolerance absorbs float sums such as 12 * (1 / 3)
+            chunks.append([])
+            filled = 0.0
+        chunks[-1].append(job)
+        filled += 1 / codec.clips_per_batch(frames(job), batch_size)
+    return chunks
 
 
 def _load(source: Any, base_dir: str | None) -> audio.Clip | audio.AudioError:

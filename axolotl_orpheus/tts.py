@@ -183,7 +183,7 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             )
             settings = encoding.EncodeSettings(
                 self.settings.orpheus_snac_model,
-                self.settings.orpheus_encode_batch_size or (1 if devices[0].type == "cpu" else 16),
+                self.settings.orpheus_encode_batch_size or (1 if devices[0].type == "cpu" else None),
                 self.settings.orpheus_compile,
                 stop_at_failure=self.settings.orpheus_on_bad_row == "raise",
             )
