@@ -52,16 +52,16 @@ class EncodeSettings:
     stop_at_failure: bool = False  # the run will raise on the first bad clip: encoding on is wasted time
 
 
-def length_chunks(jobs: list[Job], batch_size: int | None) -> list[list[Job]]:
-    """The jobs sorted by padded length, in chunks of CHUNKS_PER_BATCH batches (codec.clips_per_batch)."""
+def length_chunks(jobs: list[Job], batch_size: int | None, batches: int = CHUNKS_PER_BATCH) -> list[list[Job]]:
+    """The jobs sorted by padded length, in chunks of `batches` batches (codec.clips_per_batch)."""
 
     def frames(job: Job) -> int:
         return math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME)
 
     chunks: list[list[Job]] = []
-    filled = float(CHUNKS_PER_BATCH)  # batches' worth in the last chunk
+    filled = 0.0  # batches' worth in the last chunk
     for job in sorted(jobs, key=lambda job: (frames(job), job.row)):
-        if filled >= CHUNKS_PER_BATCH - 1e-9:  # the tolerance absorbs float sums such as 12 * (1 / 3)
+        if not chunks or filled >= batches - 1e-9:  # the tolerance absorbs float sums such as 12 * (1 / 3)
             chunks.append([])
             filled = 0.0
         chunks[-1].append(job)
@@ -132,9 +132,9 @@ def encode_missing(
         return {}
     if len(devices) == 1 or len(jobs) < len(devices):
         return encode_share(jobs, column, cache, settings, str(devices[0]))
-    # Deal length-sorted chunks round-robin, so that each device gets as much audio and as long clips.
+    # Deal length-sorted batches round-robin, so that each device gets as much audio and as long clips.
     shares: list[list[Job]] = [[] for _ in devices]
-    for number, part in enumerate(length_chunks(jobs, settings.batch_size)):
+    for number, part in enumerate(length_chunks(jobs, settings.batch_size, batches=1)):
         shares[number % len(devices)].extend(part)
     # Several CPU workers split the cores between them instead of each using them all.
     threads = max(1, torch.get_num_threads() // len(devices)) if devices[0].type == "cpu" else None

@@ -25,3 +25,5 @@ def test_chunks_are_length_sorted_batches_of_clips_or_of_audio():
     assert (per_short_batch, per_long_batch) == (125, 5)
     assert [len(chunk) for chunk in chunks] == [CHUNKS_PER_BATCH * per_short_batch] * 2 + [CHUNKS_PER_BATCH * per_long_batch, 10]
     assert length_chunks([], None) == []
+    # Dealt to several devices a batch at a time, so that a small dataset is shared out evenly.
+    assert [len(chunk) for chunk in length_chunks(jobs_of(short), None, batches=1)] == [per_short_batch] * 8
