@@ -21,7 +21,7 @@ from axolotl_orpheus import audio, codec
 from axolotl_orpheus.cache import CodesCache, Entry
 from axolotl_orpheus.layout import SAMPLES_PER_FRAME
 
-CHUNKS_PER_BATCH = 4  # rows per decoded chunk, in batches: enough equal lengths to fill the batches
+BATCHES_PER_CHUNK = 4  # batches' worth of clips decoded at a time: enough equal lengths to fill batches
 
 
 class Job(NamedTuple):
@@ -52,7 +52,7 @@ class EncodeSettings:
     stop_at_failure: bool = False  # the run will raise on the first bad clip: encoding on is wasted time
 
 
-def length_chunks(jobs: list[Job], batch_size: int | None, batches: int = CHUNKS_PER_BATCH) -> list[list[Job]]:
+def length_chunks(jobs: list[Job], batch_size: int | None, batches: int = BATCHES_PER_CHUNK) -> list[list[Job]]:
     """The jobs sorted by padded length, in chunks of `batches` batches (codec.clips_per_batch)."""
 
     def frames(job: Job) -> int:

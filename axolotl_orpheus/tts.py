@@ -74,8 +74,9 @@ class Planned(NamedTuple):
 
 
 class Rejected(NamedTuple):
+    """A row dropped before framing: counted in the report under `reason` when framing reaches it."""
+
     reason: str
-    detail: str
     seconds: float
 
 
@@ -220,7 +221,7 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                 f"To fix: {DROP_REASONS[reason]}; or set orpheus_on_bad_row: skip to drop such rows and count "
                 "them in orpheus_report.json."
             )
-        return Rejected(reason, detail, seconds)
+        return Rejected(reason, seconds)
 
     def check_row(self, index: int, source: Any, text: Any, speaker: Any, columns: Columns, cache: CodesCache):
         """A row's Planned codes (cached, or a Job to encode them), or why it cannot be used.

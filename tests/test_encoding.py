@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from axolotl_orpheus import codec
-from axolotl_orpheus.encoding import CHUNKS_PER_BATCH, Job, length_chunks
+from axolotl_orpheus.encoding import BATCHES_PER_CHUNK, Job, length_chunks
 
 
 def jobs_of(seconds: list[float]) -> list[Job]:
@@ -15,7 +15,7 @@ def test_chunks_are_length_sorted_batches_of_clips_or_of_audio():
     and a chunk of long ones few. Every job lands in exactly one chunk, shortest first."""
     jobs = jobs_of([3.0, 1.0, 2.0] * 9)
     chunks = length_chunks(jobs, 3)
-    assert [len(chunk) for chunk in chunks] == [3 * CHUNKS_PER_BATCH, 3 * CHUNKS_PER_BATCH, 27 - 24]
+    assert [len(chunk) for chunk in chunks] == [3 * BATCHES_PER_CHUNK, 3 * BATCHES_PER_CHUNK, 27 - 24]
     ordered = [job for chunk in chunks for job in chunk]
     assert sorted(ordered) == sorted(jobs) and [job.seconds for job in ordered] == sorted(job.seconds for job in jobs)
 
@@ -23,7 +23,7 @@ def test_chunks_are_length_sorted_batches_of_clips_or_of_audio():
     chunks = length_chunks(jobs_of(short + long), None)
     per_short_batch, per_long_batch = codec.clips_per_batch(30, None), codec.clips_per_batch(645, None)
     assert (per_short_batch, per_long_batch) == (125, 5)
-    assert [len(chunk) for chunk in chunks] == [CHUNKS_PER_BATCH * per_short_batch] * 2 + [CHUNKS_PER_BATCH * per_long_batch, 10]
+    assert [len(chunk) for chunk in chunks] == [BATCHES_PER_CHUNK * per_short_batch] * 2 + [BATCHES_PER_CHUNK * per_long_batch, 10]
     assert length_chunks([], None) == []
     # Dealt to several devices a batch at a time, so that a small dataset is shared out evenly.
     assert [len(chunk) for chunk in length_chunks(jobs_of(short), None, batches=1)] == [per_short_batch] * 8
