@@ -78,6 +78,44 @@ def test_codes_equal_stock_snac_encode_and_have_snac_shapes(snac_model, stock_sn
     assert [len(level) for level in ours] == [n, 2 * n, 4 * n]
 
 
+def phase_form_convs(model) -> list[torch.nn.Conv1d]:
+    return [m for m in model.modules() if getattr(m.forward, "__func__", None) is codec._dilated_depthwise_by_phase]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dilated_convolutions_by_phase_equal_the_stock_ones_bit_for_bit(threads):
+    """The phase form of a dilated depthwise convolution gives the stock values on this CPU, not just close
+    ones: SNAC's channel counts and dilations, lengths that are and are not multiples of the dilation,
+    batches of one and three."""
+    generator = torch.Generator().manual_seed(0)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for channels, dilation, length, batch in [(48, 3, 61440, 1), (48, 9, 61441, 1), (96, 9, 30720, 3),
+                                                  (384, 3, 958, 2), (1024, 9, 17, 1), (64, 3, 2, 1)]:
+            conv = torch.nn.Conv1d(channels, channels, 7, dilation=dilation, padding=3 * dilation, groups=channels)
+            x = torch.randn(batch, channels, length, generator=generator)
+            with torch.inference_mode():
+                got, expected = codec._dilated_depthwise_by_phase(conv, x), torch.nn.Conv1d.forward(conv, x)
+            assert got.shape == expected.shape
+            assert torch.equal(got, expected), (channels, dilation, length, batch)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_load_uses_the_phase_form_where_it_is_exact(monkeypatch, standins, caplog):
+    """Every dilated convolution of SNAC (encoder and decoder) takes the phase form on CPU; where the check
+    finds other values (another CPU's oneDNN kernels), the convolution keeps the stock path and says so."""
+    path = str(standins["snac"])
+    assert len(phase_form_convs(codec.load_snac(path, "cpu"))) == 16  # 4 blocks x 2 dilations, twice
+    monkeypatch.setattr(codec, "_phase_form_is_exact", lambda conv: conv.in_channels != 96)
+    with caplog.at_level("INFO", logger="axolotl_orpheus.codec"):
+        model = codec.load_snac(path, "cpu")
+    kept = [m for m in model.modules() if codec._is_dilated_depthwise(m) and m not in phase_form_convs(model)]
+    assert len(kept) == 2 and all(m.in_channels == 96 for m in kept)
+    assert "2 of 16 dilated convolutions keep the stock path" in caplog.text
+
+
 def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_model, speech_24k):
     """With TF32 a GPU's codes depend on the batch; encode and decode force IEEE fp32, then restore."""
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
