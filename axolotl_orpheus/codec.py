@@ -190,7 +190,10 @@ def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SN
         # Weight norm recomputes every weight on every call; for inference compute them once (same values).
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-    return model.eval().to(pick_device(str(device) if device else None))
+    device = pick_device(str(device) if device else None)
+    if device.type == "cpu":  # on GPUs the stock convolutions are fast; their exactness is cuDNN's
+        _convolve_dilated_by_phase(model)
+    return model.eval().to(device)
 
 
 def compile_encoder(model: SNAC) -> None:
@@ -276,7 +279,11 @@ def _encode_padded(model: SNAC, batch: np.ndarray) -> list[np.ndarray]:
 
 
 def _encode_batch(model: SNAC, clips: list[np.ndarray], frames: int) -> list[Codes]:
-    """Codes of clips padded to `frames` frames, in one batch, or in halves when the GPU runs out of memory."""
+    """Codes of clips padded to `frames` frames, in one batch, or in halves when the GPU runs out of memory.
+
+    A batch that ran out of memory sets `model.too_many_samples`, so that later batches stay below it instead
+    of each failing once before being split.
+    """
     batch = np.zeros((len(clips), 1, frames * SAMPLES_PER_FRAME), dtype=np.float32)
     for slot, clip in enumerate(clips):
         batch[slot, 0, : len(clip)] = clip
@@ -290,6 +297,7 @@ def _encode_batch(model: SNAC, clips: list[np.ndarray], frames: int) -> list[Cod
             ) from exc
         levels = None  # retried outside the handler, whose traceback still holds the failed batch's tensors
     if levels is None:
+        model.too_many_samples = min(batch.size, getattr(model, "too_many_samples", batch.size))
         torch.cuda.empty_cache()
         half = len(clips) // 2
         return _encode_batch(model, clips[:half], frames) + _encode_batch(model, clips[half:], frames)
@@ -334,6 +342,8 @@ def encode(
                 codes[row] = _encode_windowed(model, clips[row], window_frames)
             continue
         size = clips_per_batch(frames, batch_size)
+        if hasattr(model, "too_many_samples"):  # a batch this big ran out of memory before: stay below it
+            size = max(1, min(size, (model.too_many_samples - 1) // (frames * SAMPLES_PER_FRAME)))
         for start in range(0, len(same_length), size):
             rows = same_length[start : start + size]
             for row, row_codes in zip(rows, _encode_batch(model, [clips[row] for row in rows], frames)):

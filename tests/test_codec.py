@@ -46,24 +46,36 @@ def test_a_default_batch_holds_batch_seconds_of_audio_whatever_the_clip_length()
 
 
 def test_a_batch_the_gpu_has_no_memory_for_is_encoded_in_halves(monkeypatch, snac_model, speech_24k):
-    """torch.OutOfMemoryError is injected for batches over 2 clips (this machine has no GPU to fill): the
-    batch is split until it fits, with the same codes; one clip that does not fit gets a clear error."""
+    """torch.OutOfMemoryError is injected for batches over 2 clips' samples (this machine has no GPU to fill): the
+    batch is split until it fits, with the same codes, and later batches start below what failed; one clip
+    that does not fit gets a clear error."""
     clips = [speech_24k[0] * gain for gain in [1.0, 0.5, 0.8, 1.1, 0.3]]
     alone = [codec.encode(snac_model, [clip], batch_size=1)[0] for clip in clips]
+    short = [clip[:2048] for clip in clips]
+    short_alone = [codec.encode(snac_model, [clip])[0] for clip in short]
+    batch_samples = lambda clip: -(-len(clip) // 2048) * 2048  # noqa: E731
     real, tried = codec._encode_padded, []
 
-    def small_gpu(model, batch, limit=2):
+    def small_gpu(model, batch, limit=2 * batch_samples(clips[0])):  # room for 2 of these clips
         tried.append(len(batch))
-        if len(batch) > limit:
+        if batch.size > limit:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         return real(model, batch)
 
     monkeypatch.setattr(codec, "_encode_padded", small_gpu)
-    assert_same_codes(codec.encode(snac_model, clips, batch_size=5), alone)
+    model = copy.deepcopy(snac_model)  # it keeps the size that ran out of memory
+    assert_same_codes(codec.encode(model, clips, batch_size=5), alone)
     assert tried == [5, 2, 3, 1, 2]
+    # Later batches stay below the smallest that failed (3 clips of this length) instead of failing first.
+    tried.clear()
+    assert_same_codes(codec.encode(model, clips, batch_size=5), alone)
+    assert tried == [2, 2, 1]
+    tried.clear()
+    assert_same_codes(codec.encode(model, short, batch_size=5), short_alone)
+    assert tried == [5]  # five one-frame clips hold fewer samples than the batch that failed
     monkeypatch.setattr(codec, "_encode_padded", lambda model, batch: small_gpu(model, batch, limit=0))
     with pytest.raises(RuntimeError, match=r"SNAC ran out of GPU memory encoding one \d+ s clip; .+orpheus_device: cpu"):
-        codec.encode(snac_model, clips[:1])
+        codec.encode(model, clips[:1])
 
 
 def test_codes_equal_stock_snac_encode_and_have_snac_shapes(snac_model, stock_snac, speech_24k):
