@@ -1,6 +1,6 @@
 """Preprocessing speed and memory: this project against eager SNAC and the reference recipe, in one run.
 
-    python benchmarks/preprocess.py [--minutes 10] [--clip-seconds S] [--corpus AUDIOFOLDER] [--device cpu|cuda] [--compile] [--workers N]
+    python benchmarks/preprocess.py [--minutes 10] [--clip-seconds S] [--corpus AUDIOFOLDER] [--device cpu|cuda] [--compile] [--workers N] [--rounds N]
 
 Measures, on the same corpus (default: distinct variants of the bundled clips, each at another gain so no
 cache can collapse them, --minutes of audio in all; --clip-seconds joins them into longer clips), with the
@@ -15,6 +15,11 @@ audio-seconds per second for each, c/a and c/b, the fraction of audio tokens ide
 then (c) again after a label option change (every code from the cache), and (c) on a tenth of the corpus
 to compare peak RSS. The last line printed is one JSON object with those figures.
 
+Stock SNAC's speed changes from one run to the next with the state of glibc's heap (README, Figures) and
+the machine's load; --rounds N runs (a), (b) and (c) N times in turn (each (c) with a cold cache) and
+reports each round and the medians: c/a and c/b are the medians of each round's ratios, codes_identical the
+lowest round's.
+
 Models default to the offline stand-ins (a real-size SNAC 24 kHz with random weights and a tokenizer with
 the Orpheus layout); --snac-model and --tokenizer take real ones.
 """
@@ -28,6 +33,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,6 +229,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="orpheus_compile: true for (c)")
     parser.add_argument("--workers", type=int, default=1, help="encoding processes on --device for (c) (orpheus_encode_devices)")
+    parser.add_argument("--rounds", type=int, default=1, help="run (a), (b) and (c) this many times in turn; report medians")
     parser.add_argument("--snac-model", help="default: the stand-in SNAC 24 kHz (random weights)")
     parser.add_argument("--tokenizer", help="default: the stand-in Orpheus tokenizer")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed after)")
@@ -247,30 +254,45 @@ def main() -> None:
         print(f"corpus: {len(rows)} clips, {audio_seconds / 60:.1f} minutes; device {args.device}", flush=True)
 
         model = stock_snac(snac_model, args.device)
-        a_seconds, eager_codes = eager_encode(model, clips, args.device)
-        print(f"(a) eager SNAC encode:   {audio_seconds / a_seconds:6.2f} audio-s/s", flush=True)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
-        b_seconds = reference_recipe(model, tokenizer, corpus, rows, args.device)
-        print(f"(b) reference recipe:    {audio_seconds / b_seconds:6.2f} audio-s/s", flush=True)
-        del model
         project = partial(project_preprocess, tokenizer=tokenizer_name, snac_model=snac_model,
                           base_model=standins["model"], device=args.device, orpheus_compile=args.compile,
                           orpheus_encode_devices=[args.device] * args.workers if args.workers > 1 else None)
-        cold, prepared = project(work / "cold", corpus, codes_cache=work / "codes")
-        c_seconds = cold["strategy_s"]
-        print(f"(c) the strategy:        {audio_seconds / c_seconds:6.2f} audio-s/s (encoding pass "
-              f"{cold['encode_s']} s of {c_seconds} s); all of axolotl preprocess "
-              f"{audio_seconds / cold['preprocess_s']:.2f} after {cold['start_up_s']} s of start-up "
-              f"(peak RSS {cold['peak_rss_mb']:.0f} MB)", flush=True)
-        codes_identical = identical_fraction(prepared, eager_codes)
-        print(f"    audio tokens identical to (a): {codes_identical:.6f}", flush=True)
+        rounds, first = [], None
+        for number in range(args.rounds):
+            a_seconds, eager_codes = eager_encode(model, clips, args.device)
+            print(f"(a) eager SNAC encode:   {audio_seconds / a_seconds:6.2f} audio-s/s", flush=True)
+            b_seconds = reference_recipe(model, tokenizer, corpus, rows, args.device)
+            print(f"(b) reference recipe:    {audio_seconds / b_seconds:6.2f} audio-s/s", flush=True)
+            cold, prepared = project(work / f"cold-{number}", corpus, codes_cache=work / f"codes-{number}")
+            c_seconds = cold["strategy_s"]
+            print(f"(c) the strategy:        {audio_seconds / c_seconds:6.2f} audio-s/s (encoding pass "
+                  f"{cold['encode_s']} s of {c_seconds} s); all of axolotl preprocess "
+                  f"{audio_seconds / cold['preprocess_s']:.2f} after {cold['start_up_s']} s of start-up "
+                  f"(peak RSS {cold['peak_rss_mb']:.0f} MB); c/b {b_seconds / c_seconds:.3f}", flush=True)
+            identical = identical_fraction(prepared, eager_codes)
+            print(f"    audio tokens identical to (a): {identical:.6f}", flush=True)
+            first = first or (cold, prepared)
+            rounds.append({"a_s": round(a_seconds, 2), "b_s": round(b_seconds, 2), "c_s": c_seconds,
+                           "preprocess_s": cold["preprocess_s"], "wall_s": cold["wall_s"],
+                           "vs_limit": round(a_seconds / c_seconds, 3), "vs_reference": round(b_seconds / c_seconds, 3),
+                           "codes_identical": round(identical, 6)})
+        del model
+        median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        a_seconds, b_seconds, c_seconds = median["a_s"], median["b_s"], median["c_s"]
+        codes_identical = min(r["codes_identical"] for r in rounds)
+        cold, prepared = first
+        if args.rounds > 1:
+            print(f"medians of {args.rounds} rounds: (a) {audio_seconds / a_seconds:.2f}, (b) {audio_seconds / b_seconds:.2f}, "
+                  f"(c) {audio_seconds / c_seconds:.2f} audio-s/s; c/a {median['vs_limit']:.3f}, "
+                  f"c/b {median['vs_reference']:.3f}", flush=True)
         # A label option changed: same audio, so every code comes from the cache.
-        warm, warm_prepared = project(work / "warm", corpus, codes_cache=work / "codes", orpheus_train_on_text=False)
+        warm, warm_prepared = project(work / "warm", corpus, codes_cache=work / "codes-0", orpheus_train_on_text=False)
         if rows_of(warm_prepared) != rows_of(prepared):
             raise SystemExit(f"the re-run prepared {rows_of(warm_prepared)} rows, the cold run {rows_of(prepared)}")
         print(f"    re-run after a label option change: strategy {warm['strategy_s']} s "
               f"({c_seconds / warm['strategy_s']:.1f}x faster than cold), axolotl preprocess {warm['preprocess_s']} s "
-              f"({cold['preprocess_s'] / warm['preprocess_s']:.1f}x)", flush=True)
+              f"({median['preprocess_s'] / warm['preprocess_s']:.1f}x)", flush=True)
         # A tenth of the corpus, cold: peak RSS must not grow with the data.
         small_corpus = make_corpus(work / "small-corpus", audio_seconds / 600, args.clip_seconds) if not args.corpus else None
         small = project(work / "small", small_corpus, codes_cache=work / "small-codes")[0] if small_corpus else None
@@ -284,16 +306,17 @@ def main() -> None:
             "eager_audio_s_per_s": round(audio_seconds / a_seconds, 3),
             "reference_audio_s_per_s": round(audio_seconds / b_seconds, 3),
             "project_audio_s_per_s": round(audio_seconds / c_seconds, 3),
-            "vs_limit": round(a_seconds / c_seconds, 3),
-            "vs_reference": round(b_seconds / c_seconds, 3),
-            "codes_identical": round(codes_identical, 6),
+            "vs_limit": median["vs_limit"],
+            "vs_reference": median["vs_reference"],
+            "rounds": rounds,
+            "codes_identical": codes_identical,
             "project_cold": cold,
-            "preprocess_vs_reference": round(b_seconds / cold["preprocess_s"], 3),
-            "cli_vs_reference": round(b_seconds / cold["wall_s"], 3),
+            "preprocess_vs_reference": round(b_seconds / median["preprocess_s"], 3),
+            "cli_vs_reference": round(b_seconds / median["wall_s"], 3),
             "rerun_after_option_change": warm,
             "rerun_speedup": round(c_seconds / warm["strategy_s"], 2),
-            "rerun_speedup_preprocess": round(cold["preprocess_s"] / warm["preprocess_s"], 2),
-            "rerun_speedup_cli": round(cold["wall_s"] / warm["wall_s"], 2),
+            "rerun_speedup_preprocess": round(median["preprocess_s"] / warm["preprocess_s"], 2),
+            "rerun_speedup_cli": round(median["wall_s"] / warm["wall_s"], 2),
             "tenth_of_the_corpus": small,
             "peak_rss_growth_for_10x_data": round(cold["peak_rss_mb"] / small["peak_rss_mb"], 3) if small else None,
             "peak_rss_mb_benchmark": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
