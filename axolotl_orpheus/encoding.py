@@ -23,6 +23,15 @@ from axolotl_orpheus.layout import SAMPLES_PER_FRAME
 
 BATCHES_PER_CHUNK = 4  # batches' worth of clips decoded at a time: enough equal lengths to fill batches
 
+# In each process of a shared encoding (encode_missing with several devices): an event that any of them sets
+# on a bad clip when the run is to raise, so that all stop instead of only the one that met it.
+_stop: Any = None
+
+
+def _share_stop(event: Any) -> None:
+    global _stop
+    _stop = event
+
 
 class Job(NamedTuple):
     """A row whose clip must be encoded and cached under `key`."""
@@ -81,7 +90,8 @@ def encode_share(
     position: int = 0, threads: int | None = None,
 ) -> dict[int, audio.AudioError]:
     """Encode `jobs` on `device` into the cache; returns the rows whose audio SNAC cannot encode (with
-    stop_at_failure, the first chunk's that has any, leaving that chunk and the rest unencoded)."""
+    stop_at_failure, the first chunk's that has any, leaving that chunk and the rest unencoded, and in
+    every process sharing the work)."""
     if threads:
         torch.set_num_threads(threads)
     chunks = length_chunks(jobs, settings.batch_size)
@@ -104,6 +114,8 @@ def encode_share(
     with decoders, progress, codec.keep_freed_memory():
         upcoming = decode(chunks[0]) if chunks else []
         for index, part in enumerate(chunks):
+            if _stop is not None and _stop.is_set():  # another process met a bad clip: the run will raise
+                break
             loaded = [future.result() for future in upcoming]
             upcoming = decode(chunks[index + 1]) if index + 1 < len(chunks) else []
             clips = []
@@ -113,14 +125,16 @@ def encode_share(
                 else:
                     clips.append((job, clip))
             if failed and settings.stop_at_failure:
-                for future in upcoming:
-                    future.cancel()
+                if _stop is not None:
+                    _stop.set()
                 break
             codes = codec.encode(model, [clip.samples for _, clip in clips], settings.batch_size)
             for (job, clip), clip_codes in zip(clips, codes):
                 cache.put(job.key, Entry(clip_codes, clip.seconds, clip.warnings))
             encoded_seconds += sum(job.seconds for job in part)
             progress.update(round(encoded_seconds) - progress.n)
+        for future in upcoming:  # decoding ahead that a stop leaves unused
+            future.cancel()
     return failed
 
 
@@ -139,7 +153,8 @@ def encode_missing(
     # Several CPU workers split the cores between them instead of each using them all.
     threads = max(1, torch.get_num_threads() // len(devices)) if devices[0].type == "cpu" else None
     # spawn: a forked CUDA context is unusable, and a fork would copy this process's memory.
-    with ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(devices), mp_context=spawn, initializer=_share_stop, initargs=(spawn.Event(),)) as pool:
         results = [
             pool.submit(encode_share, share, column, cache, settings, str(device), position, threads)
             for position, (share, device) in enumerate(zip(shares, devices))

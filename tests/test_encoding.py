@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from axolotl_orpheus import codec
-from axolotl_orpheus.encoding import BATCHES_PER_CHUNK, Job, length_chunks
+import threading
+
+import numpy as np
+import soundfile
+
+from axolotl_orpheus import codec, encoding
+from axolotl_orpheus.audio import SAMPLE_RATE
+from axolotl_orpheus.cache import CodesCache
+from axolotl_orpheus.encoding import BATCHES_PER_CHUNK, AudioColumn, EncodeSettings, Job, length_chunks
+from conftest import CLIPS_DIR
 
 
 def jobs_of(seconds: list[float]) -> list[Job]:
@@ -27,3 +35,34 @@ def test_chunks_are_length_sorted_batches_of_clips_or_of_audio():
     assert length_chunks([], None) == []
     # Dealt to several devices a batch at a time, so that a small dataset is shared out evenly.
     assert [len(chunk) for chunk in length_chunks(jobs_of(short), None, batches=1)] == [per_short_batch] * 8
+
+
+def share_of(folder, names: list[str]) -> tuple[list[Job], AudioColumn]:
+    from datasets import Dataset
+
+    seconds = [soundfile.info(str(folder / name)).duration for name in names]
+    jobs = [Job(row, f"key{row}", length) for row, length in enumerate(seconds)]
+    return jobs, AudioColumn(Dataset.from_dict({"audio": names}), "audio", str(folder))
+
+
+def test_a_bad_clip_in_one_process_stops_every_process_sharing_the_work(monkeypatch, tmp_path, standins):
+    """In raise mode the process that meets a clip found bad when decoded sets the shared stop event, and a
+    process that sees it set encodes nothing more (each half checked in this process, with a threading.Event
+    for the spawned processes' one)."""
+    goods = sorted(path.name for path in CLIPS_DIR.glob("*.wav"))
+    for name in goods:
+        (tmp_path / name).write_bytes((CLIPS_DIR / name).read_bytes())
+    soundfile.write(tmp_path / "bad.wav", np.full(SAMPLE_RATE, np.nan, np.float32), SAMPLE_RATE, subtype="FLOAT")
+    settings = EncodeSettings(str(standins["snac"]), batch_size=1, compile=False, stop_at_failure=True)
+    cache = CodesCache(tmp_path / "codes", "digest")
+    stop = threading.Event()
+    monkeypatch.setattr(encoding, "_stop", stop)
+
+    failed = encoding.encode_share(*share_of(tmp_path, ["bad.wav", *goods]), cache, settings, "cpu")
+    assert list(failed) == [0] and stop.is_set() and list(cache.folder.rglob("*.codes")) == []
+
+    assert encoding.encode_share(*share_of(tmp_path, goods), cache, settings, "cpu") == {}
+    assert list(cache.folder.rglob("*.codes")) == []  # the other process's bad clip stopped this one too
+    stop.clear()
+    assert encoding.encode_share(*share_of(tmp_path, goods), cache, settings, "cpu") == {}
+    assert len(list(cache.folder.rglob("*.codes"))) == len(goods)
