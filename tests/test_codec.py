@@ -123,7 +123,8 @@ def test_load_uses_the_phase_form_where_it_is_exact(monkeypatch, standins, caplo
     monkeypatch.setattr(codec, "_phase_form_is_exact", lambda conv: conv.in_channels != 96)
     with caplog.at_level("INFO", logger="axolotl_orpheus.codec"):
         model = codec.load_snac(path, "cpu")
-    kept = [m for m in model.modules() if codec._is_dilated_depthwise(m) and m not in phase_form_convs(model)]
+    swapped = phase_form_convs(model)
+    kept = [m for m in model.modules() if codec._is_dilated_depthwise(m) and m not in swapped]
     assert len(kept) == 2 and all(m.in_channels == 96 for m in kept)
     assert "2 of 16 dilated convolutions keep the stock path" in caplog.text
 
