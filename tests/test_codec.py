@@ -129,6 +129,21 @@ def test_load_uses_the_phase_form_where_it_is_exact(monkeypatch, standins, caplo
     assert "2 of 16 dilated convolutions keep the stock path" in caplog.text
 
 
+@pytest.mark.parametrize("differs_at", ["short", "long"])
+def test_the_check_at_load_refuses_a_phase_form_that_differs_at_either_size(monkeypatch, differs_at):
+    """The check compares a short batch and a long signal: a form wrong at only one of them is refused."""
+    conv = torch.nn.Conv1d(8, 8, 7, dilation=9, padding=27, groups=8)
+    assert codec._is_dilated_depthwise(conv) and codec._phase_form_is_exact(conv)
+    phase_form = codec._dilated_depthwise_by_phase
+
+    def off_by_a_little(self, x):
+        wrong = (x.shape[-1] > 2000) == (differs_at == "long")
+        return phase_form(self, x) + (1e-3 if wrong else 0.0)
+
+    monkeypatch.setattr(codec, "_dilated_depthwise_by_phase", off_by_a_little)
+    assert not codec._phase_form_is_exact(conv)
+
+
 def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_model, speech_24k):
     """With TF32 a GPU's codes depend on the batch; encode and decode force IEEE fp32, then restore."""
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import soundfile
+import torch
 
 from axolotl_orpheus import codec, encoding
 from axolotl_orpheus.audio import SAMPLE_RATE
@@ -45,14 +46,20 @@ def share_of(folder, names: list[str]) -> tuple[list[Job], AudioColumn]:
     return jobs, AudioColumn(Dataset.from_dict({"audio": names}), "audio", str(folder))
 
 
+def good_clips_and_a_bad_one(folder) -> list[str]:
+    """The bundled clips, and bad.wav: 1 s of NaN samples, shorter than any of them; the good ones' names."""
+    goods = sorted(path.name for path in CLIPS_DIR.glob("*.wav"))
+    for name in goods:
+        (folder / name).write_bytes((CLIPS_DIR / name).read_bytes())
+    soundfile.write(folder / "bad.wav", np.full(SAMPLE_RATE, np.nan, np.float32), SAMPLE_RATE, subtype="FLOAT")
+    return goods
+
+
 def test_a_bad_clip_in_one_process_stops_every_process_sharing_the_work(monkeypatch, tmp_path, standins):
     """In raise mode the process that meets a clip found bad when decoded sets the shared stop event, and a
     process that sees it set encodes nothing more (each half checked in this process, with a threading.Event
     for the spawned processes' one)."""
-    goods = sorted(path.name for path in CLIPS_DIR.glob("*.wav"))
-    for name in goods:
-        (tmp_path / name).write_bytes((CLIPS_DIR / name).read_bytes())
-    soundfile.write(tmp_path / "bad.wav", np.full(SAMPLE_RATE, np.nan, np.float32), SAMPLE_RATE, subtype="FLOAT")
+    goods = good_clips_and_a_bad_one(tmp_path)
     settings = EncodeSettings(str(standins["snac"]), batch_size=1, compile=False, stop_at_failure=True)
     cache = CodesCache(tmp_path / "codes", "digest")
     stop = threading.Event()
@@ -66,3 +73,17 @@ def test_a_bad_clip_in_one_process_stops_every_process_sharing_the_work(monkeypa
     stop.clear()
     assert encoding.encode_share(*share_of(tmp_path, goods), cache, settings, "cpu") == {}
     assert len(list(cache.folder.rglob("*.codes"))) == len(goods)
+
+
+def test_a_bad_clip_stops_the_other_encoding_process_too(tmp_path, standins):
+    """Two spawned CPU processes share 121 clips, dealt a clip at a time, shortest first. The bad clip is the
+    shortest, so the first process meets it in its first chunk and encodes nothing; the second, with about
+    15 s of encoding ahead of it, stops before its next chunk (without the shared stop it encodes all 60)."""
+    goods = good_clips_and_a_bad_one(tmp_path)
+    jobs, column = share_of(tmp_path, ["bad.wav", *goods * 20])
+    settings = EncodeSettings(str(standins["snac"]), batch_size=1, compile=False, stop_at_failure=True)
+    cache = CodesCache(tmp_path / "codes", "digest")
+
+    failed = encoding.encode_missing(jobs, column, cache, settings, [torch.device("cpu")] * 2)
+    assert list(failed) == [0] and failed[0].reason == "non_finite_samples"
+    assert len(list(cache.folder.rglob("*.codes"))) < 60  # the second process's share
