@@ -1,4 +1,4 @@
-"""`axolotl-orpheus`: demo, init, decode, speak and report, thin on top of the package's functions."""
+"""`axolotl-orpheus`: demo, init, decode, speak, report and cache, thin on top of the package's functions."""
 
 from __future__ import annotations
 
@@ -165,6 +165,36 @@ def report(args: argparse.Namespace) -> None:
     print(f"\nwrote {png}")
 
 
+def cache(args: argparse.Namespace) -> None:
+    import time
+
+    from axolotl_orpheus import cache as codes_cache
+
+    root = Path(args.folder) if args.folder else codes_cache.default_root()
+    if args.delete_unused_for is not None:
+        if args.delete_unused_for < 0:
+            raise SystemExit("--delete-unused-for takes a number of days, 0 or more")
+        deleted, freed = codes_cache.delete_unused(root, args.delete_unused_for)
+        print(f"deleted the codes of {_count(deleted, 'clip')} unused for {args.delete_unused_for:g} days "
+              f"({freed / 1e6:.1f} MB)")
+    found = codes_cache.namespaces(root)
+    if not found:
+        print(f"no codes in {root}")
+        return
+    clips, size = sum(n.entries for n in found), sum(n.disk_bytes for n in found)
+    print(f"codes cache {root}: {_count(clips, 'clip')}, {size / 1e6:.1f} MB on disk, in {_count(len(found), 'namespace')}")
+    for namespace in found:
+        about = namespace.about
+        used = time.strftime("%Y-%m-%d", time.localtime(namespace.last_used)) if namespace.last_used else "never"
+        print(f"  {namespace.folder.name}  {about.get('snac_model') or 'SNAC model unknown'} ({about.get('encoder', '?')}): "
+              f"{_count(namespace.entries, 'clip')}, {namespace.disk_bytes / 1e6:.1f} MB, last used {used}")
+        print(f"      {about.get('pipeline', '')} (written by {about.get('written_by', '?')})")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="axolotl-orpheus", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +241,12 @@ def main(argv: list[str] | None = None) -> None:
     report_parser.add_argument("prepared_dir", help="a prepared dataset folder (dataset_prepared_path/<hash>)")
     report_parser.add_argument("--png", default=None, help="default: PREPARED_DIR/orpheus_report.png")
     report_parser.set_defaults(func=report)
+
+    cache_parser = commands.add_parser("cache", help="list the SNAC codes cache's namespaces; delete what went unused")
+    cache_parser.add_argument("folder", nargs="?", help="default: HF_DATASETS_CACHE/orpheus_codes (orpheus_codes_cache: true)")
+    cache_parser.add_argument("--delete-unused-for", type=float, metavar="DAYS",
+                              help="delete entries neither written nor read for DAYS days, then namespaces left empty")
+    cache_parser.set_defaults(func=cache)
 
     args = parser.parse_args(argv)
     args.func(args)

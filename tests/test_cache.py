@@ -3,7 +3,9 @@ audio or SNAC weights encodes again; several devices fill it as one does."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -141,3 +143,39 @@ def test_two_encoding_processes_give_the_rows_of_one(tmp_path, voice, tokenizer,
     )[0]
     assert two["input_ids"] == one["input_ids"]
     assert len(entries(tmp_path / "c")) == len(metadata)
+
+
+def test_the_cache_command_lists_namespaces_and_deletes_what_went_unused(tmp_path, capsys):
+    """`axolotl-orpheus cache` lists each namespace; --delete-unused-for deletes entries neither written nor
+    read for that long (a read marks an entry used), left-over temporary files, then namespaces left empty."""
+    from axolotl_orpheus.cli import main
+
+    codes = cache.Entry((np.array([1]), np.array([1, 2]), np.arange(4)), 0.1, ())
+    eager = cache.CodesCache(tmp_path, "digest", snac_name="snac-a")
+    compiled = cache.CodesCache(tmp_path, "digest", compiled=True, snac_name="snac-a")
+    for key in ("aa" * 20, "ab" * 20, "ba" * 20):
+        eager.put(key, codes)
+    compiled.put("cc" * 20, codes)
+    left_over = eager.folder / "aa" / "cut-short.tmp"
+    left_over.write_bytes(b"cut")
+    long_ago = time.time() - 40 * cache.DAY
+    for path in (eager.path("aa" * 20), eager.path("ab" * 20), left_over, compiled.path("cc" * 20), compiled.folder / "about.json"):
+        os.utime(path, (long_ago, long_ago))
+    assert eager.get("ab" * 20) is not None  # read today: used
+    assert eager.path("ab" * 20).stat().st_mtime > time.time() - 60
+
+    main(["cache", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert f"codes cache {tmp_path}: 4 clips" in printed and "in 2 namespaces" in printed
+    assert "snac-a (eager): 3 clips" in printed and "snac-a (compiled): 1 clip," in printed
+    assert f"last used {time.strftime('%Y-%m-%d', time.localtime(long_ago))}" in printed  # the compiled one
+
+    main(["cache", str(tmp_path), "--delete-unused-for", "30"])
+    assert "deleted the codes of 2 clips unused for 30 days" in capsys.readouterr().out
+    assert entries(tmp_path) == sorted([eager.path("ab" * 20), eager.path("ba" * 20)])
+    assert not left_over.exists() and not compiled.folder.exists() and eager.folder.exists()
+    compiled.put("cc" * 20, codes)  # a run that had the pruned namespace open still writes
+    assert compiled.get("cc" * 20) is not None
+
+    main(["cache", str(tmp_path / "nowhere")])
+    assert f"no codes in {tmp_path / 'nowhere'}" in capsys.readouterr().out
