@@ -34,7 +34,7 @@ from axolotl_orpheus.audio import SAMPLE_RATE
 
 CACHE_FOLDER = "orpheus_codes"  # under datasets' cache folder by default
 ABOUT_FILE = "about.json"
-DAY = 24 * 3600  # a hit marks an entry used (its mtime) at most once a day: one write per entry per day
+DAY = 24 * 3600  # seconds
 # Whatever turns a clip's bytes into codes, besides the SNAC weights: a change here must miss.
 PIPELINE = (
     f"entry format 1; libsndfile {soundfile.__libsndfile_version__}; mono mean; soxr {soxr.__version__} HQ to {SAMPLE_RATE} Hz; "
@@ -96,7 +96,9 @@ class CodesCache:
         frames = len(codes) // 7  # n + 2n + 4n codes
         if frames == 0 or len(codes) != 7 * frames:
             return None
-        if used < time.time() - DAY:  # `axolotl-orpheus cache --delete-unused-for` keeps what is used
+        # A hit marks the entry used (its mtime), which `axolotl-orpheus cache --delete-unused-for` goes by;
+        # at most once a day, so a re-run writes once per entry per day, not on every read.
+        if used < time.time() - DAY:
             with suppress(OSError):  # a read-only cache is still read
                 os.utime(path)
         levels = codes[:frames], codes[frames : 3 * frames], codes[3 * frames :]

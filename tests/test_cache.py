@@ -179,3 +179,6 @@ def test_the_cache_command_lists_namespaces_and_deletes_what_went_unused(tmp_pat
 
     main(["cache", str(tmp_path / "nowhere")])
     assert f"no codes in {tmp_path / 'nowhere'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--delete-unused-for takes a number of days, 0 or more"):
+        main(["cache", str(tmp_path), "--delete-unused-for", "-1"])
+    assert len(entries(tmp_path)) == 3  # nothing deleted
