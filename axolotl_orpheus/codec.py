@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import itertools
 import json
@@ -11,15 +12,15 @@ import os
 import types
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from snac import SNAC
 from snac.layers import ResidualUnit, Snake1d
 from torch.nn.utils import parametrize
 
+from axolotl_orpheus import cpu_kernels
 from axolotl_orpheus.audio import SAMPLE_RATE
 from axolotl_orpheus.layout import SAMPLES_PER_FRAME
 
@@ -118,12 +119,12 @@ def _residual_in_place(self: ResidualUnit, x: torch.Tensor) -> torch.Tensor:
     return y.add_(x[..., pad:-pad] if pad > 0 else x)
 
 
-def _is_dilated_depthwise(module: torch.nn.Module) -> bool:
-    """A SNAC residual unit's dilated convolution: depthwise, odd kernel, stride 1, output as long as the input, with bias."""
+def _is_depthwise_same_length(module: torch.nn.Module) -> bool:
+    """A depthwise convolution with an odd kernel, stride 1, zero padding that keeps the length, and a bias: those of
+    SNAC's residual units (dilations 1, 3 and 9) and of its encoder's and decoder's ends."""
     return (
         isinstance(module, torch.nn.Conv1d)
         and module.groups == module.in_channels == module.out_channels
-        and module.dilation[0] > 1
         and module.stride[0] == 1
         and module.padding_mode == "zeros"
         and module.kernel_size[0] % 2 == 1
@@ -132,55 +133,73 @@ def _is_dilated_depthwise(module: torch.nn.Module) -> bool:
     )
 
 
-def _dilated_depthwise_by_phase(self: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """A dilated depthwise convolution computed as an undilated one over the signal's `dilation` phases.
-
-    On CPU oneDNN runs dilated depthwise convolutions through im2col and gemm: a fifth of encode time, 3-5x
-    slower than its depthwise kernel. Seen as (length / d, d), every d-th sample is one column, and the
-    convolution becomes a (kernel, 1) one with no dilation. Both paths compute each output as fused
-    multiply-adds over the taps in order, starting from zero, and gemm adds the bias after; so with the bias
-    added after, the values are the same (`load_snac` checks this on the machine before using it).
-    """
-    dilation = self.dilation[0]
-    batch, channels, length = x.shape
-    rows = -(-length // dilation)
-    if rows * dilation != length:  # zeros, as the convolution's own padding would read there
-        x = F.pad(x, (0, rows * dilation - length))
-    columns = x.reshape(batch, channels, rows, dilation)
-    y = F.conv2d(columns, self.weight.unsqueeze(-1), None, padding=(self.padding[0] // dilation, 0), groups=self.groups)
-    return y.view(batch, channels, rows * dilation)[..., :length] + self.bias[:, None]
+def _snake_by_kernel(self: Snake1d, x: torch.Tensor) -> torch.Tensor:
+    return cpu_kernels.snake(x, self.alpha, (self.alpha + 1e-9).reciprocal())
 
 
-def _phase_form_is_exact(conv: torch.nn.Conv1d) -> bool:
-    """Whether `_dilated_depthwise_by_phase` gives this CPU's stock values on random signals: a batch of two
-    whose length no dilation divides (padded phases) and a longer one that SNAC's dilations, 3 and 9, divide
-    (whole phases); two sizes, as oneDNN may pick its kernels by size."""
-    generator = torch.Generator().manual_seed(0)
-    shapes = (2, conv.in_channels, 1031), (1, conv.in_channels, 9 * 512)
+def _depthwise_by_kernel(self: torch.nn.Conv1d, x: torch.Tensor, bias_first: bool) -> torch.Tensor:
+    return cpu_kernels.depthwise_conv1d(x, self.weight, self.bias, self.dilation[0], bias_first)
+
+
+def _check_signals(max_channels: int) -> Callable[[int], list[torch.Tensor]]:
+    """Random signals of a given channel count to compare a form with torch's on: a batch of two whose length no
+    dilation divides and a longer signal that SNAC's dilations, 3 and 9, divide; two sizes, as oneDNN may pick
+    its kernels by size. Views of one random draw, which is the costly part."""
+    shapes = (2, 1031), (1, 9 * 512)
+    draw = torch.from_numpy(np.random.default_rng(0).standard_normal(max_channels * 9 * 512, dtype=np.float32) * 3)
+    return lambda channels: [draw[: batch * channels * length].view(batch, channels, length) for batch, length in shapes]
+
+
+def _gives_torch_values(form: Callable, torch_form: Callable, signals: list[torch.Tensor]) -> bool:
+    """Whether `form` gives `torch_form`'s values bit for bit on `signals`."""
     with torch.inference_mode():
-        return all(
-            torch.equal(_dilated_depthwise_by_phase(conv, x), torch.nn.Conv1d.forward(conv, x))
-            for x in (torch.randn(shape, generator=generator) for shape in shapes)
-        )
+        return all(torch.equal(form(x), torch_form(x)) for x in signals)
 
 
-def _convolve_dilated_by_phase(model: SNAC) -> None:
-    """Swap in the phase form of every dilated depthwise convolution where it is exact on this CPU."""
-    convs = [module for module in model.modules() if _is_dilated_depthwise(module)]
-    exact = [conv for conv in convs if _phase_form_is_exact(conv)]
-    for conv in exact:
-        conv.forward = types.MethodType(_dilated_depthwise_by_phase, conv)
-    if len(exact) < len(convs):
+def _kernel_forms(module: torch.nn.Module) -> tuple[list[Callable], int] | None:
+    """The C-kernel forms that may replace the module's forward and its channel count, for a Snake or a depthwise
+    convolution. oneDNN sums a convolution's taps from the bias (its depthwise kernel, dilation 1) or from zero,
+    adding the bias after (im2col and gemm, dilated); the kernel can do either."""
+    if isinstance(module, Snake1d) and cpu_kernels.mkl_sin() is not None:
+        return [functools.partial(_snake_by_kernel, module)], module.alpha.shape[1]
+    if _is_depthwise_same_length(module):
+        forms = [functools.partial(_depthwise_by_kernel, module, bias_first=first) for first in (True, False)]
+        return forms, module.in_channels
+    return None
+
+
+def _use_cpu_kernels(model: SNAC) -> None:
+    """Swap in the C kernels (cpu_kernels) for Snake and the depthwise convolutions, each where it gives torch's
+    values on this CPU."""
+    if cpu_kernels.library() is None:
+        return
+    if cpu_kernels.mkl_sin() is None:
+        LOG.info("SNAC: torch has no MKL sin here, so Snake keeps torch's path")
+    candidates = [(module, *found) for module in model.modules() if (found := _kernel_forms(module))]
+    signals = _check_signals(max(channels for _, _, channels in candidates))
+    kept = 0
+    for module, forms, channels in candidates:
+        exact = next((form for form in forms if _gives_torch_values(form, module.forward, signals(channels))), None)
+        if exact is None:
+            kept += 1
+        else:
+            module.forward = exact
+    if kept:
         LOG.info(
-            f"SNAC: {len(convs) - len(exact)} of {len(convs)} dilated convolutions keep the stock path, whose "
-            "values the faster phase form does not reproduce on this CPU"
+            f"SNAC: {kept} of {len(candidates)} Snake activations and depthwise convolutions keep torch's path, "
+            "whose values the C kernels do not reproduce on this CPU"
         )
 
 
-def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SNAC:
+def load_snac(name_or_path: str, device: torch.device | str | None = None, compile_encoder: bool = False) -> SNAC:
     """Load SNAC in eval mode on `device`, reading the weights with weights_only=True.
 
     `SNAC.from_pretrained` calls plain torch.load, which would execute any pickle in a downloaded file.
+    With `compile_encoder`, the encoder is compiled with torch.compile, for every clip length at once:
+    Inductor fuses each Snake into one pass and computes its sin with Sleef, 4x faster than the MKL sin that
+    eager torch calls on CPU, but a fifth of the sines differ in the last bit; on 10 minutes of speech about
+    0.02% of codes differ (benchmarks/preprocess.py --compile reports the share), hence opt-in. torch
+    caches the compiled kernels on disk (TORCHINDUCTOR_CACHE_DIR): only the first compilation is slow.
     """
     config_file, weights_file = snac_files(name_or_path)
     with open(config_file, encoding="utf-8") as handle:
@@ -197,20 +216,11 @@ def load_snac(name_or_path: str, device: torch.device | str | None = None) -> SN
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     device = pick_device(str(device) if device else None)
-    if device.type == "cpu":  # on GPUs the stock convolutions are fast; their exactness is cuDNN's
-        _convolve_dilated_by_phase(model)
+    if compile_encoder:  # Inductor cannot trace into the C kernels; it fuses torch's forms itself
+        model.encoder = torch.compile(model.encoder, dynamic=True)
+    elif device.type == "cpu":  # on GPUs torch's kernels are fast; their exactness is cuDNN's
+        _use_cpu_kernels(model)
     return model.eval().to(device)
-
-
-def compile_encoder(model: SNAC) -> None:
-    """Compile SNAC's encoder in place, for every clip length at once (dynamic shapes).
-
-    Inductor fuses each Snake into one pass and computes its sin with Sleef, 4x faster than the MKL sin that
-    eager torch calls on CPU, but a fifth of the sines differ in the last bit: on 10 minutes of speech about
-    0.02% of codes differ (benchmarks/preprocess.py --compile reports the share), hence opt-in.
-    torch caches the compiled kernels on disk (TORCHINDUCTOR_CACHE_DIR): only the first compilation is slow.
-    """
-    model.encoder = torch.compile(model.encoder, dynamic=True)
 
 
 @contextmanager

@@ -95,9 +95,7 @@ def encode_share(
     if threads:
         torch.set_num_threads(threads)
     chunks = length_chunks(jobs, settings.batch_size)
-    model = codec.load_snac(settings.snac_model, device)
-    if settings.compile:
-        codec.compile_encoder(model)
+    model = codec.load_snac(settings.snac_model, device, compile_encoder=settings.compile)
     on_cpu = torch.device(device).type == "cpu"
     # On CPU, torch's threads already use every core; on a GPU, CPU decoding is what keeps it busy.
     decoders = ThreadPoolExecutor(1 if on_cpu else min(8, multiprocessing.cpu_count()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import pickle
 import resource
 import shutil
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from axolotl_orpheus import codec
+from snac.layers import Snake1d
+
+from axolotl_orpheus import codec, cpu_kernels
 from conftest import DEVICE
 
 
@@ -90,58 +93,82 @@ def test_codes_equal_stock_snac_encode_and_have_snac_shapes(snac_model, stock_sn
     assert [len(level) for level in ours] == [n, 2 * n, 4 * n]
 
 
-def phase_form_convs(model) -> list[torch.nn.Conv1d]:
-    return [m for m in model.modules() if getattr(m.forward, "__func__", None) is codec._dilated_depthwise_by_phase]
+def kernel_forms(model) -> list[torch.nn.Module]:
+    """The modules whose forward is one of the C kernels."""
+    forms = (codec._snake_by_kernel, codec._depthwise_by_kernel)
+    return [m for m in model.modules() if getattr(m.__dict__.get("forward"), "func", None) in forms]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_dilated_convolutions_by_phase_equal_the_stock_ones_bit_for_bit(threads):
-    """The phase form of a dilated depthwise convolution gives the stock values on this CPU, not just close
-    ones: SNAC's channel counts and dilations, lengths that are and are not multiples of the dilation,
-    batches of one and three."""
-    generator = torch.Generator().manual_seed(0)
+@pytest.fixture
+def threads(request):
     saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for channels, dilation, length, batch in [(48, 3, 61440, 1), (48, 9, 61441, 1), (96, 9, 30720, 3),
-                                                  (384, 3, 958, 2), (1024, 9, 17, 1), (64, 3, 2, 1)]:
-            conv = torch.nn.Conv1d(channels, channels, 7, dilation=dilation, padding=3 * dilation, groups=channels)
-            x = torch.randn(batch, channels, length, generator=generator)
-            with torch.inference_mode():
-                got, expected = codec._dilated_depthwise_by_phase(conv, x), torch.nn.Conv1d.forward(conv, x)
-            assert got.shape == expected.shape
-            assert torch.equal(got, expected), (channels, dilation, length, batch)
-    finally:
-        torch.set_num_threads(saved)
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(saved)
 
 
-def test_load_uses_the_phase_form_where_it_is_exact(monkeypatch, standins, caplog):
-    """Every dilated convolution of SNAC (encoder and decoder) takes the phase form on CPU; where the check
-    finds other values (another CPU's oneDNN kernels), the convolution keeps the stock path and says so."""
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+def test_the_c_kernels_give_torch_values_bit_for_bit(threads):
+    """The C Snake equals torch's in-place Snake, and the C depthwise convolution the stock one in one of its two
+    orders, on this CPU: SNAC's channel counts and dilations, lengths that are and are not multiples of the
+    dilation or of the kernels' blocks, batches of one and three, and large values (sin's argument reduction)."""
+    assert cpu_kernels.library() is not None and cpu_kernels.mkl_sin() is not None
+    generator = torch.Generator().manual_seed(0)
+    for channels, dilation, length, batch in [(48, 1, 61440, 1), (48, 3, 61440, 1), (48, 9, 61441, 1), (96, 9, 30720, 3),
+                                              (384, 3, 958, 2), (1024, 9, 17, 1), (64, 1, 2, 1), (8, 9, 3000, 2)]:
+        x = torch.randn(batch, channels, length, generator=generator) * torch.logspace(-3, 3, channels)[:, None]
+        snake, conv = Snake1d(channels), torch.nn.Conv1d(channels, channels, 7, dilation=dilation, padding=3 * dilation, groups=channels)
+        snake.alpha.data = torch.rand(1, channels, 1, generator=generator) * 2
+        with torch.inference_mode():
+            assert torch.equal(codec._snake_by_kernel(snake, x), codec._snake_in_place(snake, x)), (channels, length)
+            expected = torch.nn.Conv1d.forward(conv, x)
+            orders = [first for first in (True, False) if torch.equal(codec._depthwise_by_kernel(conv, x, first), expected)]
+        assert orders, (channels, dilation, length, batch)
+
+
+def test_load_uses_the_c_kernels_where_they_give_torch_values(monkeypatch, standins, caplog):
+    """On CPU every Snake and depthwise convolution of SNAC (encoder and decoder) runs a C kernel; where the
+    check finds other values (another CPU's kernels), the module keeps torch's path and the log says so."""
     path = str(standins["snac"])
-    assert len(phase_form_convs(codec.load_snac(path, "cpu"))) == 16  # 4 blocks x 2 dilations, twice
-    monkeypatch.setattr(codec, "_phase_form_is_exact", lambda conv: conv.in_channels != 96)
+    swapped = kernel_forms(codec.load_snac(path, "cpu"))
+    assert sum(isinstance(m, Snake1d) for m in swapped) == 57 and sum(isinstance(m, torch.nn.Conv1d) for m in swapped) == 26
+    real = codec._gives_torch_values
+    monkeypatch.setattr(codec, "_gives_torch_values", lambda form, torch_form, signals: signals[0].shape[1] != 96 and real(form, torch_form, signals))
     with caplog.at_level("INFO", logger="axolotl_orpheus.codec"):
         model = codec.load_snac(path, "cpu")
-    swapped = phase_form_convs(model)
-    kept = [m for m in model.modules() if codec._is_dilated_depthwise(m) and m not in swapped]
-    assert len(kept) == 2 and all(m.in_channels == 96 for m in kept)
-    assert "2 of 16 dilated convolutions keep the stock path" in caplog.text
+    channels = {m: found[1] for m in model.modules() if (found := codec._kernel_forms(m))}
+    kept = [m for m in channels if m not in kernel_forms(model)]
+    assert kept == [m for m in channels if channels[m] == 96] and len(kept) == 10
+    assert "10 of 83 Snake activations and depthwise convolutions keep torch's path" in caplog.text
+    assert not kernel_forms(codec.load_snac(path, "cpu", compile_encoder=True).encoder)  # Inductor gets torch's forms
 
 
 @pytest.mark.parametrize("differs_at", ["short", "long"])
-def test_the_check_at_load_refuses_a_phase_form_that_differs_at_either_size(monkeypatch, differs_at):
+def test_the_check_at_load_refuses_a_form_that_differs_at_either_size(differs_at):
     """The check compares a short batch and a long signal: a form wrong at only one of them is refused."""
     conv = torch.nn.Conv1d(8, 8, 7, dilation=9, padding=27, groups=8)
-    assert codec._is_dilated_depthwise(conv) and codec._phase_form_is_exact(conv)
-    phase_form = codec._dilated_depthwise_by_phase
+    signals = codec._check_signals(8)(8)
+    assert [x.shape for x in signals] == [(2, 8, 1031), (1, 8, 4608)]
+    stock = functools.partial(torch.nn.Conv1d.forward, conv)
+    assert codec._gives_torch_values(stock, stock, signals)
 
-    def off_by_a_little(self, x):
+    def off_by_a_little(x):
         wrong = (x.shape[-1] > 2000) == (differs_at == "long")
-        return phase_form(self, x) + (1e-3 if wrong else 0.0)
+        return stock(x) + (1e-3 if wrong else 0.0)
 
-    monkeypatch.setattr(codec, "_dilated_depthwise_by_phase", off_by_a_little)
-    assert not codec._phase_form_is_exact(conv)
+    assert not codec._gives_torch_values(off_by_a_little, stock, signals)
+
+
+def test_without_a_c_compiler_snac_keeps_torchs_paths(monkeypatch, standins, snac_model, speech_24k, caplog):
+    """No compiler (CC names none): loading still works, on torch's paths with the same codes, and says why."""
+    cpu_kernels.library.cache_clear()
+    with monkeypatch.context() as patched, caplog.at_level("INFO", logger="axolotl_orpheus.cpu_kernels"):
+        patched.setenv("CC", "/nonexistent/cc")
+        model = codec.load_snac(str(standins["snac"]), "cpu")
+    cpu_kernels.library.cache_clear()  # the session's other models built theirs with the machine's compiler
+    assert not kernel_forms(model)
+    assert "SNAC: torch's CPU kernels only; `/nonexistent/cc -O3" in caplog.text and "Set CC" in caplog.text
+    assert_same_codes(codec.encode(model, speech_24k[:2]), codec.encode(snac_model, speech_24k[:2]))
 
 
 def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_model, speech_24k):
@@ -165,7 +192,9 @@ def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_
 
 KEEPING_FREED_MEMORY = """
 import torch
-from axolotl_orpheus import codec
+from snac.layers import Snake1d
+
+from axolotl_orpheus import codec, cpu_kernels
 
 def resident_pages():
     return int(open("/proc/self/statm").read().split()[1])
@@ -261,8 +290,7 @@ def test_decoding_with_the_in_place_snake_equals_stock_snac(snac_model, stock_sn
 def test_the_compiled_encoder_agrees_with_eager_snac(standins, stock_snac, speech_24k):
     """orpheus_compile: true rounds Snake differently, so a few codes may differ (hence opt-in); on real
     speech of mixed lengths nearly all agree and every clip has SNAC's shapes."""
-    compiled = codec.load_snac(str(standins["snac"]), DEVICE)
-    codec.compile_encoder(compiled)
+    compiled = codec.load_snac(str(standins["snac"]), DEVICE, compile_encoder=True)
     assert isinstance(compiled.encoder, torch._dynamo.eval_frame.OptimizedModule)
     clips = list(speech_24k) + [speech_24k[0][:-700] * 0.6]
     same = total = 0
