@@ -133,12 +133,47 @@ def _is_depthwise_same_length(module: torch.nn.Module) -> bool:
     )
 
 
+def _is_pointwise(module: torch.nn.Module) -> bool:
+    """A 1x1 convolution with a bias: those after the depthwise ones in SNAC's residual units."""
+    return (
+        isinstance(module, torch.nn.Conv1d)
+        and module.kernel_size[0] == module.stride[0] == module.dilation[0] == module.groups == 1
+        and module.padding[0] == 0
+        and module.bias is not None
+    )
+
+
 def _snake_by_kernel(self: Snake1d, x: torch.Tensor) -> torch.Tensor:
     return cpu_kernels.snake(x, self.alpha, (self.alpha + 1e-9).reciprocal())
 
 
 def _depthwise_by_kernel(self: torch.nn.Conv1d, x: torch.Tensor, bias_first: bool) -> torch.Tensor:
     return cpu_kernels.depthwise_conv1d(x, self.weight, self.bias, self.dilation[0], bias_first)
+
+
+# The order oneDNN sums a 1x1 convolution in, found by shape: True from the bias, False from zero with the bias
+# after, None neither (torch's convolution stays), keyed by (inputs, outputs, input shape, threads).
+_POINTWISE_ORDERS: dict[tuple, bool | None] = {}
+
+
+def _pointwise_by_kernel(self: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution by the C kernel, in oneDNN's order for this shape and thread count.
+
+    oneDNN picks its order by size (with 2 threads, SNAC's 192-channel ones change order from one length to
+    the next), so no check at load can settle it: the first input of each shape runs torch's convolution
+    and the kernel in both orders, and the order that gives torch's values, if any, serves that shape after.
+    """
+    key = (self.in_channels, self.out_channels, tuple(x.shape), torch.get_num_threads())
+    if key not in _POINTWISE_ORDERS:
+        expected = torch.nn.Conv1d.forward(self, x)
+        _POINTWISE_ORDERS[key] = next(
+            (first for first in (True, False)
+             if torch.equal(cpu_kernels.pointwise_conv1d(x, self.weight, self.bias, first), expected)),
+            None,
+        )
+        return expected
+    order = _POINTWISE_ORDERS[key]
+    return torch.nn.Conv1d.forward(self, x) if order is None else cpu_kernels.pointwise_conv1d(x, self.weight, self.bias, order)
 
 
 def _check_signals(max_channels: int) -> Callable[[int], list[torch.Tensor]]:
@@ -169,8 +204,8 @@ def _kernel_forms(module: torch.nn.Module) -> tuple[list[Callable], int] | None:
 
 
 def _use_cpu_kernels(model: SNAC) -> None:
-    """Swap in the C kernels (cpu_kernels) for Snake and the depthwise convolutions, each where it gives torch's
-    values on this CPU."""
+    """Swap in the C kernels (cpu_kernels): for Snake and the depthwise convolutions each where it gives torch's
+    values on this CPU, for the 1x1 convolutions in the order each shape's check finds."""
     if cpu_kernels.library() is None:
         return
     if cpu_kernels.mkl_sin() is None:
@@ -189,6 +224,10 @@ def _use_cpu_kernels(model: SNAC) -> None:
             f"SNAC: {kept} of {len(candidates)} Snake activations and depthwise convolutions keep torch's path, "
             "whose values the C kernels do not reproduce on this CPU"
         )
+    if cpu_kernels.has_pointwise(cpu_kernels.library()):
+        for module in model.modules():
+            if _is_pointwise(module):
+                module.forward = functools.partial(_pointwise_by_kernel, module)
 
 
 def load_snac(name_or_path: str, device: torch.device | str | None = None, compile_encoder: bool = False) -> SNAC:

@@ -49,7 +49,14 @@ def library() -> ctypes.CDLL | None:
             return None
     kernels.snake.argtypes = [_FLOATS] * 4 + [_LONG] * 3 + [ctypes.c_void_p, ctypes.c_longlong, _INT]
     kernels.depthwise_conv1d.argtypes = [_FLOATS] * 4 + [_LONG] * 3 + [_INT] * 4
+    if has_pointwise(kernels):
+        kernels.pointwise_conv1d.argtypes = [_FLOATS] * 4 + [_LONG] * 4 + [_INT] * 2
     return kernels
+
+
+def has_pointwise(kernels: ctypes.CDLL | None) -> bool:
+    """Whether the 1x1 convolution was built: only for CPUs with AVX-512 or AVX2."""
+    return hasattr(kernels, "pointwise_conv1d")
 
 
 @functools.cache
@@ -89,5 +96,18 @@ def depthwise_conv1d(
     library().depthwise_conv1d(
         x.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr(), *_rows(x),
         weight.shape[-1], dilation, int(bias_first), torch.get_num_threads(),
+    )
+    return out
+
+
+def pointwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, bias_first: bool) -> torch.Tensor:
+    """A 1x1 convolution; weight is (outputs, inputs, 1). Each output sums the inputs in order by fused
+    multiply-adds, from the bias or from zero with the bias added after: oneDNN's two orders."""
+    x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
+    batch, inputs, length = x.shape
+    out = x.new_empty(batch, weight.shape[0], length)
+    library().pointwise_conv1d(
+        x.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr(), batch, inputs, weight.shape[0], length,
+        int(bias_first), torch.get_num_threads(),
     )
     return out

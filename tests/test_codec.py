@@ -95,7 +95,7 @@ def test_codes_equal_stock_snac_encode_and_have_snac_shapes(snac_model, stock_sn
 
 def kernel_forms(model) -> list[torch.nn.Module]:
     """The modules whose forward is one of the C kernels."""
-    forms = (codec._snake_by_kernel, codec._depthwise_by_kernel)
+    forms = (codec._snake_by_kernel, codec._depthwise_by_kernel, codec._pointwise_by_kernel)
     return [m for m in model.modules() if getattr(m.__dict__.get("forward"), "func", None) in forms]
 
 
@@ -126,18 +126,57 @@ def test_the_c_kernels_give_torch_values_bit_for_bit(threads):
         assert orders, (channels, dilation, length, batch)
 
 
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+def test_the_c_pointwise_convolution_gives_torch_values_in_one_of_its_orders(threads):
+    """SNAC's 1x1 convolutions where they are costly (48 and 96 channels over long signals) and short ones, at
+    lengths that are and are not multiples of the kernel's tile."""
+    assert cpu_kernels.has_pointwise(cpu_kernels.library())
+    generator = torch.Generator().manual_seed(0)
+    for channels, length, batch in [(48, 61440, 1), (96, 30720, 1), (96, 4608, 3), (48, 1031, 2), (96, 64, 1), (48, 70, 1)]:
+        conv = torch.nn.Conv1d(channels, channels, 1)
+        x = torch.randn(batch, channels, length, generator=generator)
+        with torch.inference_mode():
+            expected = torch.nn.Conv1d.forward(conv, x)
+            assert any(torch.equal(cpu_kernels.pointwise_conv1d(x, conv.weight, conv.bias, first), expected) for first in (True, False))
+
+
+def test_each_shape_of_a_pointwise_convolution_takes_the_order_its_first_input_shows(monkeypatch):
+    """oneDNN's order for a 1x1 convolution depends on the size, so each shape is checked on its first input:
+    torch's values every time, the kernel after a match, torch's convolution where no order matches."""
+    monkeypatch.setattr(codec, "_POINTWISE_ORDERS", {})
+    conv = torch.nn.Conv1d(48, 48, 1)
+    calls = []
+    real = cpu_kernels.pointwise_conv1d
+
+    def counted(x, weight, bias, first):
+        calls.append((x.shape[-1], first))
+        return real(x, weight, bias, first) + (1.0 if x.shape[-1] == 333 else 0.0)  # no order matches at 333
+
+    monkeypatch.setattr(cpu_kernels, "pointwise_conv1d", counted)
+    with torch.inference_mode():
+        for length in (4096, 4096, 333, 333, 4096):
+            x = torch.randn(1, 48, length)
+            assert torch.equal(codec._pointwise_by_kernel(conv, x), torch.nn.Conv1d.forward(conv, x))
+    found = codec._POINTWISE_ORDERS[(48, 48, (1, 48, 4096), torch.get_num_threads())]
+    assert found is not None and codec._POINTWISE_ORDERS[(48, 48, (1, 48, 333), torch.get_num_threads())] is None
+    tried = [first for length, first in calls if length == 4096]
+    assert tried[-2:] == [found, found] and len(tried) == 3 + (not found)  # the check in order, then the kernel twice
+    assert [first for length, first in calls if length == 333] == [True, False]  # checked once, then torch's
+
+
 def test_load_uses_the_c_kernels_where_they_give_torch_values(monkeypatch, standins, caplog):
     """On CPU every Snake and depthwise convolution of SNAC (encoder and decoder) runs a C kernel; where the
     check finds other values (another CPU's kernels), the module keeps torch's path and the log says so."""
     path = str(standins["snac"])
     swapped = kernel_forms(codec.load_snac(path, "cpu"))
-    assert sum(isinstance(m, Snake1d) for m in swapped) == 57 and sum(isinstance(m, torch.nn.Conv1d) for m in swapped) == 26
+    assert sum(isinstance(m, Snake1d) for m in swapped) == 57
+    assert sum(codec._is_depthwise_same_length(m) for m in swapped) == 26 and sum(codec._is_pointwise(m) for m in swapped) == 31
     real = codec._gives_torch_values
     monkeypatch.setattr(codec, "_gives_torch_values", lambda form, torch_form, signals: signals[0].shape[1] != 96 and real(form, torch_form, signals))
     with caplog.at_level("INFO", logger="axolotl_orpheus.codec"):
         model = codec.load_snac(path, "cpu")
     channels = {m: found[1] for m in model.modules() if (found := codec._kernel_forms(m))}
-    kept = [m for m in channels if m not in kernel_forms(model)]
+    kept = [m for m in channels if m not in kernel_forms(model)]  # 1x1 convolutions are checked by shape
     assert kept == [m for m in channels if channels[m] == 96] and len(kept) == 10
     assert "10 of 83 Snake activations and depthwise convolutions keep torch's path" in caplog.text
     assert not kernel_forms(codec.load_snac(path, "cpu", compile_encoder=True).encoder)  # Inductor gets torch's forms
