@@ -81,8 +81,9 @@ class OrpheusArgs(BaseModel):
     orpheus_compile: bool = Field(
         default=False,
         json_schema_extra={
-            "description": "torch.compile SNAC's encoder: about 1.2x faster encoding on CPU after a one-time "
-            "compilation (about 25 s, cached by torch), but about 0.02% of codes differ from eager SNAC's."
+            "description": "torch.compile SNAC's encoder (one-time compilation of about 25 s, cached by torch): "
+            "about 0.02% of codes differ from eager SNAC's, and on CPU it is slower than the default path's "
+            "C kernels. Unmeasured on GPUs."
         },
     )
     orpheus_codes_cache: bool | str = Field(

@@ -143,8 +143,8 @@ def _is_pointwise(module: torch.nn.Module) -> bool:
     )
 
 
-def _snake_by_kernel(self: Snake1d, x: torch.Tensor) -> torch.Tensor:
-    return cpu_kernels.snake(x, self.alpha, (self.alpha + 1e-9).reciprocal())
+def _snake_by_kernel(self: Snake1d, recip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return cpu_kernels.snake(x, self.alpha, recip)
 
 
 def _depthwise_by_kernel(self: torch.nn.Conv1d, x: torch.Tensor, bias_first: bool) -> torch.Tensor:
@@ -196,7 +196,10 @@ def _kernel_forms(module: torch.nn.Module) -> tuple[list[Callable], int] | None:
     convolution. oneDNN sums a convolution's taps from the bias (its depthwise kernel, dilation 1) or from zero,
     adding the bias after (im2col and gemm, dilated); the kernel can do either."""
     if isinstance(module, Snake1d) and cpu_kernels.mkl_sin() is not None:
-        return [functools.partial(_snake_by_kernel, module)], module.alpha.shape[1]
+        # 1 / (alpha + 1e-9) once: a pair of tiny tensors made on every call would be left between the
+        # activations on the heap, which then grows with every clip while encoding keeps freed memory.
+        recip = (module.alpha.detach() + 1e-9).reciprocal()
+        return [functools.partial(_snake_by_kernel, module, recip)], module.alpha.shape[1]
     if _is_depthwise_same_length(module):
         forms = [functools.partial(_depthwise_by_kernel, module, bias_first=first) for first in (True, False)]
         return forms, module.in_channels

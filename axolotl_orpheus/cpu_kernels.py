@@ -1,9 +1,10 @@
-"""SNAC's Snake and depthwise convolutions as C kernels (cpu_kernels.c), built with the machine's C compiler.
+"""SNAC's Snake and its depthwise and 1x1 convolutions as C kernels (cpu_kernels.c), built with the machine's
+C compiler.
 
-They do torch's float operations in the same order with a fraction of the memory traffic, and
-`codec.load_snac` uses each only where it gives torch's values on the machine. The build takes about 0.3 s
-per process, into a temporary folder: `-march=native` code is never shared between machines. Where no C
-compiler with OpenMP is found (`CC`, else `cc`), or torch has no MKL sin, SNAC keeps torch's paths.
+They do torch's float operations in the same order with a fraction of the memory traffic, and `codec` uses
+each only where it gives torch's values on the machine. The build takes about 0.3 s per process, into a
+temporary folder: `-march=native` code is never shared between machines. Where no C compiler with OpenMP is
+found (`CC`, else `cc`), SNAC keeps torch's paths; without MKL's sin in torch, so does Snake.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Encoding the clips the codes cache lacks, as fast as SNAC allows without changing a code.
 
 The clips are sorted by length across the whole dataset, so clips of the same padded length fill exact
-batches (SNAC's encoder is non-causal: only equal lengths batch without changing a code). Threads decode
+batches (SNAC's encoder is non-causal: only equal lengths batch without changing a code). The longest come
+first: their activations set the heap's size, and every later, smaller one fits in memory they freed, where
+shortest first would make each new length grow the heap again (encoding keeps freed memory for reuse). Threads decode
 and resample the next chunk while SNAC encodes this one. With several devices, each gets one SNAC replica
 in a spawned process and an equal share of the work.
 """
@@ -62,14 +64,14 @@ class EncodeSettings:
 
 
 def length_chunks(jobs: list[Job], batch_size: int | None, batches: int = BATCHES_PER_CHUNK) -> list[list[Job]]:
-    """The jobs sorted by padded length, in chunks of `batches` batches (codec.clips_per_batch)."""
+    """The jobs sorted by padded length, longest first, in chunks of `batches` batches (codec.clips_per_batch)."""
 
     def frames(job: Job) -> int:
         return math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME)
 
     chunks: list[list[Job]] = []
     filled = 0.0  # batches' worth in the last chunk
-    for job in sorted(jobs, key=lambda job: (frames(job), job.row)):
+    for job in sorted(jobs, key=lambda job: (-frames(job), job.row)):
         if not chunks or filled >= batches - 1e-9:  # the tolerance absorbs float sums such as 12 * (1 / 3)
             chunks.append([])
             filled = 0.0

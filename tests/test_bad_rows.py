@@ -143,8 +143,8 @@ def test_report_figures(tmp_path, tokenizer, standins, good_rows):
 def test_raise_mode_stops_encoding_at_the_first_bad_clip(tmp_path, tokenizer, standins):
     """A clip found bad only when decoded (NaN samples) stops the run before the rest is encoded, not after
     hours of encoding: with one clip per batch, the first chunk of 4 clips in length order holds the bad
-    (shortest) clip, and none of the 6 good ones is encoded."""
-    write(tmp_path / "bad.wav", np.r_[speech(1.0), np.nan].astype(np.float32), "FLOAT")
+    (longest) clip, and none of the 6 good ones is encoded."""
+    write(tmp_path / "bad.wav", np.r_[speech(3.0), np.nan].astype(np.float32), "FLOAT")
     goods = sorted(path.name for path in CLIPS_DIR.glob("*.wav"))
     for name in goods:
         (tmp_path / name).write_bytes((CLIPS_DIR / name).read_bytes())

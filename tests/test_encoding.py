@@ -21,18 +21,18 @@ def jobs_of(seconds: list[float]) -> list[Job]:
 
 def test_chunks_are_length_sorted_batches_of_clips_or_of_audio():
     """A set batch size chunks by clip count; the default by audio, so a chunk of short clips holds many
-    and a chunk of long ones few. Every job lands in exactly one chunk, shortest first."""
+    and a chunk of long ones few. Every job lands in exactly one chunk, longest first."""
     jobs = jobs_of([3.0, 1.0, 2.0] * 9)
     chunks = length_chunks(jobs, 3)
     assert [len(chunk) for chunk in chunks] == [3 * BATCHES_PER_CHUNK, 3 * BATCHES_PER_CHUNK, 27 - 24]
     ordered = [job for chunk in chunks for job in chunk]
-    assert sorted(ordered) == sorted(jobs) and [job.seconds for job in ordered] == sorted(job.seconds for job in jobs)
+    assert sorted(ordered) == sorted(jobs) and [job.seconds for job in ordered] == sorted((job.seconds for job in jobs), reverse=True)
 
-    short, long = [2.5] * 1000, [55.0] * 30  # 2 chunks of 500 short clips, then 20 and 10 long ones
+    short, long = [2.5] * 1000, [55.0] * 30  # 20 long clips, 10 long and 250 short, then 500 and 250 short
     chunks = length_chunks(jobs_of(short + long), None)
     per_short_batch, per_long_batch = codec.clips_per_batch(30, None), codec.clips_per_batch(645, None)
     assert (per_short_batch, per_long_batch) == (125, 5)
-    assert [len(chunk) for chunk in chunks] == [BATCHES_PER_CHUNK * per_short_batch] * 2 + [BATCHES_PER_CHUNK * per_long_batch, 10]
+    assert [len(chunk) for chunk in chunks] == [4 * per_long_batch, 10 + 2 * per_short_batch, 4 * per_short_batch, 250]
     assert length_chunks([], None) == []
     # Dealt to several devices a batch at a time, so that a small dataset is shared out evenly.
     assert [len(chunk) for chunk in length_chunks(jobs_of(short), None, batches=1)] == [per_short_batch] * 8
@@ -47,11 +47,11 @@ def share_of(folder, names: list[str]) -> tuple[list[Job], AudioColumn]:
 
 
 def good_clips_and_a_bad_one(folder) -> list[str]:
-    """The bundled clips, and bad.wav: 1 s of NaN samples, shorter than any of them; the good ones' names."""
+    """The bundled clips, and bad.wav: 3 s of NaN samples, longer than any of them; the good ones' names."""
     goods = sorted(path.name for path in CLIPS_DIR.glob("*.wav"))
     for name in goods:
         (folder / name).write_bytes((CLIPS_DIR / name).read_bytes())
-    soundfile.write(folder / "bad.wav", np.full(SAMPLE_RATE, np.nan, np.float32), SAMPLE_RATE, subtype="FLOAT")
+    soundfile.write(folder / "bad.wav", np.full(3 * SAMPLE_RATE, np.nan, np.float32), SAMPLE_RATE, subtype="FLOAT")
     return goods
 
 
@@ -76,8 +76,8 @@ def test_a_bad_clip_in_one_process_stops_every_process_sharing_the_work(monkeypa
 
 
 def test_a_bad_clip_stops_the_other_encoding_process_too(tmp_path, standins):
-    """Two spawned CPU processes share 121 clips, dealt a clip at a time, shortest first. The bad clip is the
-    shortest, so the first process meets it in its first chunk and encodes nothing; the second, with about
+    """Two spawned CPU processes share 121 clips, dealt a clip at a time, longest first. The bad clip is the
+    longest, so the first process meets it in its first chunk and encodes nothing; the second, with about
     15 s of encoding ahead of it, stops before its next chunk (without the shared stop it encodes all 60)."""
     goods = good_clips_and_a_bad_one(tmp_path)
     jobs, column = share_of(tmp_path, ["bad.wav", *goods * 20])
