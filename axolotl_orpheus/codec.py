@@ -240,8 +240,9 @@ def load_snac(name_or_path: str, device: torch.device | str | None = None, compi
     With `compile_encoder`, the encoder is compiled with torch.compile, for every clip length at once:
     Inductor fuses each Snake into one pass and computes its sin with Sleef, 4x faster than the MKL sin that
     eager torch calls on CPU, but a fifth of the sines differ in the last bit; on 10 minutes of speech about
-    0.02% of codes differ (benchmarks/preprocess.py --compile reports the share), hence opt-in. torch
-    caches the compiled kernels on disk (TORCHINDUCTOR_CACHE_DIR): only the first compilation is slow.
+    0.02% of codes differ (benchmarks/preprocess.py --compile reports the share), hence opt-in; on CPU it is
+    also slower than the C kernels that SNAC runs otherwise. torch caches the compiled kernels on disk
+    (TORCHINDUCTOR_CACHE_DIR): only the first compilation is slow.
     """
     config_file, weights_file = snac_files(name_or_path)
     with open(config_file, encoding="utf-8") as handle:

@@ -45,7 +45,7 @@ def library() -> ctypes.CDLL | None:
             reason = getattr(exc, "stderr", None) or str(exc)
             LOG.info(
                 f"SNAC: torch's CPU kernels only; `{' '.join(command)}` failed ({reason.strip()[-300:]}). Set CC "
-                "to a C compiler with OpenMP for about 1.2x faster encoding with the same codes"
+                "to a C compiler with OpenMP for about 1.3x faster encoding with the same codes"
             )
             return None
     kernels.snake.argtypes = [_FLOATS] * 4 + [_LONG] * 3 + [ctypes.c_void_p, ctypes.c_longlong, _INT]
