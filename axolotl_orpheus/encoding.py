@@ -2,10 +2,10 @@
 
 The clips are sorted by length across the whole dataset, so clips of the same padded length fill exact
 batches (SNAC's encoder is non-causal: only equal lengths batch without changing a code). The longest come
-first: their activations set the heap's size, and every later, smaller one fits in memory they freed, where
-shortest first would make each new length grow the heap again (encoding keeps freed memory for reuse). Threads decode
-and resample the next chunk while SNAC encodes this one. With several devices, each gets one SNAC replica
-in a spawned process and an equal share of the work.
+first: their activations size the heap that encoding keeps (codec.keep_freed_memory), and every later one
+fits in memory they freed, where shortest first grows the heap at each new length. Threads decode and
+resample the next chunk while SNAC encodes this one. With several devices, each gets one SNAC replica in a
+spawned process and an equal share of the work.
 """
 
 from __future__ import annotations

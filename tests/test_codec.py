@@ -120,7 +120,8 @@ def test_the_c_kernels_give_torch_values_bit_for_bit(threads):
         snake, conv = Snake1d(channels), torch.nn.Conv1d(channels, channels, 7, dilation=dilation, padding=3 * dilation, groups=channels)
         snake.alpha.data = torch.rand(1, channels, 1, generator=generator) * 2
         with torch.inference_mode():
-            assert torch.equal(codec._snake_by_kernel(snake, x), codec._snake_in_place(snake, x)), (channels, length)
+            (snake_by_kernel,), _ = codec._kernel_forms(snake)
+            assert torch.equal(snake_by_kernel(x), codec._snake_in_place(snake, x)), (channels, length)
             expected = torch.nn.Conv1d.forward(conv, x)
             orders = [first for first in (True, False) if torch.equal(codec._depthwise_by_kernel(conv, x, first), expected)]
         assert orders, (channels, dilation, length, batch)
@@ -165,8 +166,9 @@ def test_each_shape_of_a_pointwise_convolution_takes_the_order_its_first_input_s
 
 
 def test_load_uses_the_c_kernels_where_they_give_torch_values(monkeypatch, standins, caplog):
-    """On CPU every Snake and depthwise convolution of SNAC (encoder and decoder) runs a C kernel; where the
-    check finds other values (another CPU's kernels), the module keeps torch's path and the log says so."""
+    """On CPU every Snake, depthwise and 1x1 convolution of SNAC (encoder and decoder) runs a C kernel; where
+    the check at load finds other values (another CPU's kernels), a Snake or depthwise convolution keeps
+    torch's path and the log says so. A compiled encoder keeps torch's forms, which Inductor can trace."""
     path = str(standins["snac"])
     swapped = kernel_forms(codec.load_snac(path, "cpu"))
     assert sum(isinstance(m, Snake1d) for m in swapped) == 57
@@ -231,9 +233,7 @@ def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_
 
 KEEPING_FREED_MEMORY = """
 import torch
-from snac.layers import Snake1d
-
-from axolotl_orpheus import codec, cpu_kernels
+from axolotl_orpheus import codec
 
 def resident_pages():
     return int(open("/proc/self/statm").read().split()[1])
