@@ -108,7 +108,15 @@ def _snake_in_place(self: Snake1d, x: torch.Tensor) -> torch.Tensor:
     """
     shape = x.shape
     x = x.reshape(shape[0], shape[1], -1)
-    return torch.mul(x, self.alpha).sin_().pow_(2).mul_((self.alpha + 1e-9).reciprocal()).add_(x).reshape(shape)
+    return torch.mul(x, self.alpha).sin_().pow_(2).mul_(self.recip).add_(x).reshape(shape)
+
+
+def _use_in_place_snake(module: Snake1d) -> None:
+    """Swap in `_snake_in_place`, with SNAC's 1 / (alpha + 1e-9) computed once into a buffer (which follows the
+    model to its device). Made on every call, that pair of tiny tensors was left between the activations on
+    the heap, which then grew with every clip while encoding keeps freed memory (seen with the C kernels)."""
+    module.register_buffer("recip", (module.alpha.detach() + 1e-9).reciprocal(), persistent=False)
+    module.forward = types.MethodType(_snake_in_place, module)
 
 
 def _residual_in_place(self: ResidualUnit, x: torch.Tensor) -> torch.Tensor:
@@ -143,8 +151,8 @@ def _is_pointwise(module: torch.nn.Module) -> bool:
     )
 
 
-def _snake_by_kernel(self: Snake1d, recip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return cpu_kernels.snake(x, self.alpha, recip)
+def _snake_by_kernel(self: Snake1d, x: torch.Tensor) -> torch.Tensor:
+    return cpu_kernels.snake(x, self.alpha, self.recip)
 
 
 def _depthwise_by_kernel(self: torch.nn.Conv1d, x: torch.Tensor, bias_first: bool) -> torch.Tensor:
@@ -196,10 +204,7 @@ def _kernel_forms(module: torch.nn.Module) -> tuple[list[Callable], int] | None:
     convolution. oneDNN sums a convolution's taps from the bias (its depthwise kernel, dilation 1) or from zero,
     adding the bias after (im2col and gemm, dilated); the kernel can do either."""
     if isinstance(module, Snake1d) and cpu_kernels.mkl_sin() is not None:
-        # 1 / (alpha + 1e-9) once: a pair of tiny tensors made on every call would be left between the
-        # activations on the heap, which then grows with every clip while encoding keeps freed memory.
-        recip = (module.alpha.detach() + 1e-9).reciprocal()
-        return [functools.partial(_snake_by_kernel, module, recip)], module.alpha.shape[1]
+        return [functools.partial(_snake_by_kernel, module)], module.alpha.shape[1]
     if _is_depthwise_same_length(module):
         forms = [functools.partial(_depthwise_by_kernel, module, bias_first=first) for first in (True, False)]
         return forms, module.in_channels
@@ -252,7 +257,7 @@ def load_snac(name_or_path: str, device: torch.device | str | None = None, compi
     model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
     for module in model.modules():
         if isinstance(module, Snake1d):
-            module.forward = types.MethodType(_snake_in_place, module)
+            _use_in_place_snake(module)
         if isinstance(module, ResidualUnit):
             module.forward = types.MethodType(_residual_in_place, module)
         # Weight norm recomputes every weight on every call; for inference compute them once (same values).
