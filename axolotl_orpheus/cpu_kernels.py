@@ -36,18 +36,18 @@ def library() -> ctypes.CDLL | None:
         *shlex.split(os.environ.get("CC") or "cc"), "-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno",
         "-fopenmp", "-shared", "-fPIC", str(SOURCE),
     ]
-    with tempfile.TemporaryDirectory() as folder:
-        built = os.path.join(folder, "cpu_kernels.so")
-        try:
+    try:  # the temporary folder too: without a writable one, SNAC still loads, on torch's paths
+        with tempfile.TemporaryDirectory() as folder:
+            built = os.path.join(folder, "cpu_kernels.so")
             subprocess.run([*command, "-o", built], check=True, capture_output=True, text=True, timeout=300)
             kernels = ctypes.CDLL(built)  # loaded after torch: OpenMP is torch's own libgomp, no second thread pool
-        except (OSError, subprocess.SubprocessError) as exc:
-            reason = getattr(exc, "stderr", None) or str(exc)
-            LOG.info(
-                f"SNAC: torch's CPU kernels only; `{' '.join(command)}` failed ({reason.strip()[-300:]}). Set CC "
-                "to a C compiler with OpenMP for about 1.3x faster encoding with the same codes"
-            )
-            return None
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason = getattr(exc, "stderr", None) or str(exc)
+        LOG.info(
+            f"SNAC: torch's CPU kernels only; `{' '.join(command)}` failed ({reason.strip()[-300:]}). Set CC "
+            "to a C compiler with OpenMP, and TMPDIR to a writable folder, for faster encoding with the same codes"
+        )
+        return None
     kernels.snake.argtypes = [_FLOATS] * 4 + [_LONG] * 3 + [ctypes.c_void_p, ctypes.c_longlong, _INT]
     kernels.depthwise_conv1d.argtypes = [_FLOATS] * 4 + [_LONG] * 3 + [_INT] * 4
     if has_pointwise(kernels):

@@ -20,6 +20,14 @@ from axolotl_orpheus import codec, cpu_kernels
 from conftest import DEVICE
 
 
+# Where the machine lacks what a kernel needs, SNAC runs torch's paths (tested) and these tests have nothing to check.
+needs_c_kernels = pytest.mark.skipif(cpu_kernels.library() is None, reason="no C compiler with OpenMP: no C kernels")
+needs_mkl_sin = pytest.mark.skipif(cpu_kernels.mkl_sin() is None, reason="torch has no MKL sin, which the C Snake calls")
+needs_pointwise = pytest.mark.skipif(
+    not cpu_kernels.has_pointwise(cpu_kernels.library()), reason="the 1x1 kernel is built only for AVX-512 or AVX2"
+)
+
+
 def assert_same_codes(got, expected):
     assert len(got) == len(expected)
     for clip_got, clip_expected in zip(got, expected):
@@ -107,12 +115,13 @@ def threads(request):
     torch.set_num_threads(saved)
 
 
+@needs_c_kernels
+@needs_mkl_sin
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)
 def test_the_c_kernels_give_torch_values_bit_for_bit(threads):
     """The C Snake equals torch's in-place Snake, and the C depthwise convolution the stock one in one of its two
     orders, on this CPU: SNAC's channel counts and dilations, lengths that are and are not multiples of the
     dilation or of the kernels' blocks, batches of one and three, and large values (sin's argument reduction)."""
-    assert cpu_kernels.library() is not None and cpu_kernels.mkl_sin() is not None
     generator = torch.Generator().manual_seed(0)
     for channels, dilation, length, batch in [(48, 1, 61440, 1), (48, 3, 61440, 1), (48, 9, 61441, 1), (96, 9, 30720, 3),
                                               (384, 3, 958, 2), (1024, 9, 17, 1), (64, 1, 2, 1), (8, 9, 3000, 2)]:
@@ -128,11 +137,11 @@ def test_the_c_kernels_give_torch_values_bit_for_bit(threads):
         assert orders, (channels, dilation, length, batch)
 
 
+@needs_pointwise
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)
 def test_the_c_pointwise_convolution_gives_torch_values_in_one_of_its_orders(threads):
     """SNAC's 1x1 convolutions where they are costly (48 and 96 channels over long signals) and short ones, at
     lengths that are and are not multiples of the kernel's tile."""
-    assert cpu_kernels.has_pointwise(cpu_kernels.library())
     generator = torch.Generator().manual_seed(0)
     for channels, length, batch in [(48, 61440, 1), (96, 30720, 1), (96, 4608, 3), (48, 1031, 2), (96, 64, 1), (48, 70, 1)]:
         conv = torch.nn.Conv1d(channels, channels, 1)
@@ -142,6 +151,7 @@ def test_the_c_pointwise_convolution_gives_torch_values_in_one_of_its_orders(thr
             assert any(torch.equal(cpu_kernels.pointwise_conv1d(x, conv.weight, conv.bias, first), expected) for first in (True, False))
 
 
+@needs_pointwise
 def test_each_shape_of_a_pointwise_convolution_takes_the_order_its_first_input_shows(monkeypatch):
     """oneDNN's order for a 1x1 convolution depends on the size, so each shape is checked on its first input:
     torch's values every time, the kernel after a match, torch's convolution where no order matches."""
@@ -166,6 +176,9 @@ def test_each_shape_of_a_pointwise_convolution_takes_the_order_its_first_input_s
     assert [first for length, first in calls if length == 333] == [True, False]  # checked once, then torch's
 
 
+@needs_c_kernels
+@needs_mkl_sin
+@needs_pointwise
 def test_load_uses_the_c_kernels_where_they_give_torch_values(monkeypatch, standins, caplog):
     """On CPU every Snake, depthwise and 1x1 convolution of SNAC (encoder and decoder) runs a C kernel; where
     the check at load finds other values (another CPU's kernels), a Snake or depthwise convolution keeps
@@ -201,15 +214,23 @@ def test_the_check_at_load_refuses_a_form_that_differs_at_either_size(differs_at
     assert not codec._gives_torch_values(off_by_a_little, stock, signals)
 
 
-def test_without_a_c_compiler_snac_keeps_torchs_paths(monkeypatch, standins, snac_model, speech_24k, caplog):
-    """No compiler (CC names none): loading still works, on torch's paths with the same codes, and says why."""
+@pytest.mark.parametrize("missing", ["compiler", "temporary folder"])
+def test_without_a_c_compiler_snac_keeps_torchs_paths(missing, monkeypatch, standins, snac_model, speech_24k, caplog):
+    """No compiler (CC names none), or no writable temporary folder to build in: loading still works, on torch's
+    paths with the same codes, and says why."""
+    import tempfile
+
     cpu_kernels.library.cache_clear()
     with monkeypatch.context() as patched, caplog.at_level("INFO", logger="axolotl_orpheus.cpu_kernels"):
-        patched.setenv("CC", "/nonexistent/cc")
+        if missing == "compiler":
+            patched.setenv("CC", "/nonexistent/cc")
+        else:
+            patched.setattr(tempfile, "tempdir", "/nonexistent/tmp")
         model = codec.load_snac(str(standins["snac"]), "cpu")
     cpu_kernels.library.cache_clear()  # the session's other models built theirs with the machine's compiler
     assert not kernel_forms(model)
-    assert "SNAC: torch's CPU kernels only; `/nonexistent/cc -O3" in caplog.text and "Set CC" in caplog.text
+    assert "SNAC: torch's CPU kernels only; `" in caplog.text and "Set CC" in caplog.text
+    assert ("/nonexistent/cc -O3" if missing == "compiler" else "/nonexistent/tmp") in caplog.text
     assert_same_codes(codec.encode(model, speech_24k[:2]), codec.encode(snac_model, speech_24k[:2]))
 
 
@@ -263,6 +284,35 @@ def test_freed_activations_are_kept_for_reuse_then_given_back():
     assert by_default < pages // 4
     assert kept > pages * 3 // 4
     assert given_back > pages * 3 // 4
+
+
+REUSING_AFTER_ENCODING = """
+import resource, sys, torch
+from axolotl_orpheus import codec
+
+def faults_of_a_4mb_tensor():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(1 << 20)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+if sys.argv[1] == "after encoding":
+    with codec.keep_freed_memory():
+        pass
+print(*[faults_of_a_4mb_tensor() for _ in range(12)])
+"""
+
+
+@pytest.mark.parametrize("when", ["fresh", "after encoding"])
+def test_the_rest_of_the_process_reuses_freed_blocks_as_glibc_does_by_default(when):
+    """Any mallopt ends glibc's dynamic mmap threshold for the process: left at 128 KB, every later 4 MB tensor
+    (in `axolotl train` after encoding) would be mapped afresh and fault in every page. After
+    keep_freed_memory later 4 MB tensors reuse freed memory, as in a fresh process (where blocks land decides
+    which ones: most do)."""
+    result = subprocess.run([sys.executable, "-c", REUSING_AFTER_ENCODING, when], capture_output=True, text=True, check=True)
+    faults = list(map(int, result.stdout.split()))
+    pages = (4 << 20) // resource.getpagesize()
+    assert faults[0] > pages // 2  # the first is mapped afresh either way
+    assert sorted(faults[4:])[4] < pages // 8, faults  # the median of the last eight
 
 
 def test_load_refuses_a_pickle_that_runs_code(tmp_path, standins):
