@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 # The reference recipe's models and sequence length (axolotl's examples/orpheus).
 DEFAULT_BASE_MODEL = "canopylabs/orpheus-3b-0.1-pretrained"
@@ -18,6 +18,25 @@ class SamplePrompt(BaseModel):
 
     text: str
     voice: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def text_is_not_empty(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError(
+                "orpheus_sample_prompts: a prompt's text is empty; give it a sentence to speak, or remove it"
+            )
+        return text
+
+    @field_validator("voice")
+    @classmethod
+    def voice_is_not_empty(cls, voice: str | None) -> str | None:
+        if voice is not None and not voice.strip():
+            raise ValueError(
+                "orpheus_sample_prompts: a prompt's voice is empty; give the speaker name the data uses, or leave "
+                "voice out for a prompt without one"
+            )
+        return voice
 
 
 class OrpheusArgs(BaseModel):

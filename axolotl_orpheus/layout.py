@@ -89,6 +89,15 @@ def prompt_text(text: str, speaker: str | None) -> str:
     return f"{speaker}: {text}" if speaker else text
 
 
+def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Each prompt's ids with BOS, its text always read as text.
+
+    A transcript holding `<|eot_id|>` or `<custom_token_5>` would otherwise become that control or audio id and
+    end the prompt early; the emotion tags (`<laugh>`) are plain text in Orpheus' vocabulary either way.
+    """
+    return tokenizer(prompts, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+
+
 def speech_frames(input_ids: np.ndarray) -> np.ndarray:
     """Inverse of `frame_row` for the audio: the (n, 7) frames between start_of_speech and end_of_speech.
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import weakref
 from types import SimpleNamespace
 
 import pytest
 import soundfile
+import torch
 from transformers import AutoModelForCausalLM, TrainerState
 from transformers.integrations import TensorBoardCallback
 
+from axolotl_orpheus import speak
 from axolotl_orpheus.args import SamplePrompt
 from axolotl_orpheus.samples import SpeechSamplesCallback
+from test_plugin import validated
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +23,9 @@ def tiny_model(standins):
     return AutoModelForCausalLM.from_pretrained(standins["model"])
 
 
-def make_callback(tokenizer, standins, callbacks=()):
+def make_callback(tokenizer, standins, callbacks=(), snac_model=None):
     prompts = [SamplePrompt(text="Hello there.", voice="ada"), SamplePrompt(text="Plain text.")]
-    return SpeechSamplesCallback(prompts, tokenizer, str(standins["snac"]), 70, list(callbacks))
+    return SpeechSamplesCallback(prompts, tokenizer, snac_model or str(standins["snac"]), 70, list(callbacks))
 
 
 def state_at(step: int, main: bool = True) -> TrainerState:
@@ -78,3 +83,59 @@ def test_samples_reach_wandb(tmp_path, tokenizer, standins, tiny_model, monkeypa
     finally:
         run.finish()
     assert len(media) == 2 and all(name.startswith(("00-ada", "01-text")) for name in media)
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ({"text": "  "}, "a prompt's text is empty; give it a sentence"),
+        ({"text": "Hi.", "voice": ""}, "a prompt's voice is empty; give the speaker name"),
+    ],
+)
+def test_an_empty_sample_prompt_is_refused_when_the_config_loads(tmp_path, standins, prompt, message):
+    with pytest.raises(ValueError, match=message):
+        validated(tmp_path, standins, orpheus_sample_prompts=[prompt])
+
+
+def test_the_snac_decoder_loads_when_training_begins(tokenizer, standins, tiny_model):
+    callback = make_callback(tokenizer, standins)
+    callback.on_train_begin(None, state_at(0, main=False), None, model=tiny_model)
+    assert callback.snac is None  # only the main process speaks
+    callback.on_train_begin(None, state_at(0), None, model=tiny_model)
+    assert next(callback.snac.parameters()).device == next(tiny_model.parameters()).device
+
+
+def test_a_snac_that_cannot_load_stops_training_before_its_first_step(tmp_path, tokenizer, standins, tiny_model):
+    callback = make_callback(tokenizer, standins, snac_model=str(tmp_path / "missing-snac"))
+    with pytest.raises(RuntimeError, match="cannot load the SNAC model .*missing-snac.* Set orpheus_snac_model to"):
+        callback.on_train_begin(None, state_at(0), None, model=tiny_model)
+
+
+def test_a_failing_sample_is_logged_and_training_goes_on(
+    tmp_path, tokenizer, standins, tiny_model, monkeypatch, caplog
+):
+    """Out of memory on one sample: the others are still spoken, and the failed one's memory is handed back."""
+    real_speak = speak.speak
+    generation = []  # a weak reference to what the failed generation held when it ran out of memory
+
+    def speak_or_run_out_of_memory(model, tokenizer, snac, text, voice=None, **settings):
+        if text == "Hello there.":
+            held = torch.zeros(8)
+            generation.append(weakref.ref(held))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_speak(model, tokenizer, snac, text, voice, **settings)
+
+    still_held = []  # at each torch.cuda.empty_cache(): was the failed generation's memory still held?
+    monkeypatch.setattr(speak, "speak", speak_or_run_out_of_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: still_held.append(generation[0]() is not None))
+    callback = make_callback(tokenizer, standins)
+    args = SimpleNamespace(output_dir=str(tmp_path), report_to=[])
+    tiny_model.train()
+    callback.on_train_begin(args, state_at(0), None, model=tiny_model)
+    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.samples"):
+        callback.on_evaluate(args, state_at(5), None, model=tiny_model)
+    assert [p.name for p in (tmp_path / "orpheus_samples" / "step-5").iterdir()] == ["01-text.wav"]
+    assert "sample 00-ada ('Hello there.') failed at step 5" in caplog.text
+    assert "OutOfMemoryError: CUDA out of memory" in caplog.text
+    assert still_held == [False]  # emptied once, after the failed generation's tensors were freed
+    assert tiny_model.training

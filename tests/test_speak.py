@@ -45,6 +45,17 @@ def test_prompt_is_the_training_row_up_to_start_of_speech(tokenizer):
     assert speech_prompt_ids(tokenizer, "Hello")[1:-4] == tokenizer("Hello").input_ids  # no voice: text only
 
 
+def test_prompt_text_that_looks_like_a_control_token_stays_text(tokenizer):
+    """A transcript quoting `<|eot_id|>` or an audio token must not end the prompt early or inject a code."""
+    text = "Type <|eot_id|> then <custom_token_5> and <laugh> now."
+    prompt = speech_prompt_ids(tokenizer, text, "tara")
+    text_ids = prompt[2:-4]
+    assert prompt[:2] == [layout.START_OF_HUMAN, layout.START_OF_TEXT]
+    assert prompt[-4:] == layout.PROMPT_SUFFIX.tolist()
+    assert max(text_ids) < layout.START_OF_TEXT  # no Llama-3 special, no Orpheus control or audio id
+    assert tokenizer.decode(text_ids) == f"tara: {text}"  # `<laugh>` included, spelled as written
+
+
 def test_constraint_allows_only_the_codebook_of_each_position():
     prompt_length = 5
     constraint = FrameConstraint(prompt_length, VOCAB_SIZE)
@@ -150,3 +161,58 @@ def test_the_seed_alone_decides_the_audio(model, tokenizer, snac_model):
     assert first.dtype == np.float32 and (len(first) - int(0.1 * 24000)) % 2048 == 0  # two pieces, one pause
     frames = [generate_speech(model, tokenizer, "Hi.", max_new_tokens=70, seed=seed) for seed in (3, 4)]
     assert not np.array_equal(*frames)
+
+
+def test_split_sentences_keeps_titles_initials_abbreviations_and_decimals_whole():
+    text = (
+        "Mr. Smith met Dr. Jones on Baker St. at noon. They spoke of J. R. R. Tolkien for 3.5 hours. "
+        "Bring fruit, e.g. apples or pears. Bring bread, milk, eggs, cheese, etc. Then come home with all of it."
+    )
+    assert split_sentences(text, max_chars=50) == [
+        "Mr. Smith met Dr. Jones on Baker St. at noon.",
+        "They spoke of J. R. R. Tolkien for 3.5 hours.",
+        "Bring fruit, e.g. apples or pears.",
+        "Bring bread, milk, eggs, cheese, etc.",
+        "Then come home with all of it.",
+    ]
+    # A quoted sentence end goes on when a lowercase word follows, and ends the sentence otherwise.
+    assert split_sentences('"Why?" he asked. "Because." She left.', max_chars=16) == [
+        '"Why?" he asked.', '"Because."', "She left."
+    ]
+
+
+def test_split_sentences_cuts_chinese_and_japanese_at_their_punctuation():
+    assert split_sentences("今天天气很好。我们去公园散步吧！你觉得怎么样？好的，我们走吧。", max_chars=20) == [
+        "今天天气很好。", "我们去公园散步吧！", "你觉得怎么样？", "好的，我们走吧。"
+    ]
+    assert split_sentences("今日はいい天気ですね。公園に行きましょう！どう思いますか？", max_chars=40) == [
+        "今日はいい天気ですね。", "公園に行きましょう！", "どう思いますか？"
+    ]
+    # Clauses and commas next: fullwidth ；：，and the ideographic comma 、.
+    assert split_sentences("首先，准备材料；其次，开始工作：最后、检查结果。", max_chars=15) == [
+        "首先，", "准备材料；", "其次，", "开始工作：", "最后、", "检查结果。"
+    ]
+    # Neighbouring pieces are joined as they were written, without a space.
+    assert split_sentences("你好。你好。今天天气很好，我们去公园散步吧。", max_chars=24) == [
+        "你好。你好。", "今天天气很好，", "我们去公园散步吧。"
+    ]
+
+
+def test_a_cjk_character_counts_for_several_latin_ones():
+    """Chinese says in a few characters what takes many Latin letters: a budget Latin text fits, Chinese exceeds."""
+    assert split_sentences("今天天气很好。我们去公园散步吧！", max_chars=40) == ["今天天气很好。", "我们去公园散步吧！"]
+    assert split_sentences("今天天气很好。我们去公园散步吧！", max_chars=50) == ["今天天气很好。我们去公园散步吧！"]
+
+
+def test_split_sentences_in_spanish_french_and_german():
+    assert split_sentences("¿Qué hora es? Son las tres y media. ¡Qué tarde es ya!", max_chars=30) == [
+        "¿Qué hora es?", "Son las tres y media.", "¡Qué tarde es ya!"
+    ]
+    # French spaces its guillemets: the closing » stays with the sentence it closes; M. (Monsieur) is no end.
+    french = "M. Dupont m'a dit : « Je reviens demain. » Puis il est parti sans un mot."
+    assert split_sentences(french, max_chars=45) == [
+        "M. Dupont m'a dit : « Je reviens demain. »", "Puis il est parti sans un mot."
+    ]
+    assert split_sentences("Dr. Müller kommt um 3.5 Uhr an. Das ist z. B. gut so. Wir warten hier.", max_chars=32) == [
+        "Dr. Müller kommt um 3.5 Uhr an.", "Das ist z. B. gut so.", "Wir warten hier."
+    ]
