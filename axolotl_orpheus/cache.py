@@ -6,8 +6,10 @@ one shared cache in parallel (see the README's multi-node recipe).
 
 Layout: <root>/<namespace>/<key[:2]>/<key>.codes, where the namespace digests the SNAC weights, the
 decode/resample pipeline and the encoder (eager or compiled), and the key digests a clip's encoded bytes.
-An entry holds the facts the row checks need without decoding again (the clip's length and warnings), then
-the three levels of codes as int16: float64 seconds, uint8 n, n bytes of comma-separated warnings, codes.
+An entry checks itself: a header (magic, format, a checksum of the rest), then the facts the row checks
+need without decoding again (frame count, the clip's length and warnings), then the three levels of codes
+as uint16. A file that fails any check (cut short, zeros after a power loss, a flipped bit) reads as
+missing, so its clip is encoded again and the entry rewritten, and the cache counts it (`damaged`).
 An entry's mtime is its last use (written, or read on a later day), which `delete_unused` goes by.
 """
 
@@ -20,6 +22,7 @@ import shutil
 import struct
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,21 +34,21 @@ import soxr
 
 from axolotl_orpheus import __version__, codec
 from axolotl_orpheus.audio import SAMPLE_RATE
+from axolotl_orpheus.layout import CODEBOOK_SIZE, TOKENS_PER_FRAME
 
 CACHE_FOLDER = "orpheus_codes"  # under datasets' cache folder by default
 ABOUT_FILE = "about.json"
 DAY = 24 * 3600  # seconds
+MAGIC = b"ORPC"
+ENTRY_FORMAT = 2
+HEADER = struct.Struct("<4sH16s")  # magic, entry format, blake2b-128 of everything after the header
+FACTS = struct.Struct("<IdH")  # frames, seconds, bytes of comma-separated warnings
 # Whatever turns a clip's bytes into codes, besides the SNAC weights: a change here must miss.
 PIPELINE = (
-    f"entry format 1; libsndfile {soundfile.__libsndfile_version__}; mono mean; soxr {soxr.__version__} HQ to {SAMPLE_RATE} Hz; "
+    f"entry format {ENTRY_FORMAT}; libsndfile {soundfile.__libsndfile_version__}; mono mean; soxr {soxr.__version__} HQ to {SAMPLE_RATE} Hz; "
     f"windows of {codec.WINDOW_FRAMES} frames with {codec.CONTEXT_FRAMES} of context; "
     "IEEE fp32 (TF32 off)"  # earlier GPU entries came from TF32, which changes codes
 )
-
-
-def audio_key(data: bytes) -> str:
-    """The cache key of a clip: a digest of its encoded bytes (fast: about 1 GB/s)."""
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 def default_root() -> Path:
@@ -63,12 +66,58 @@ class Entry:
     warnings: tuple[str, ...]
 
 
+def _checksum(body: bytes | memoryview) -> bytes:
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+def seal(body: bytes) -> bytes:
+    """An entry file's bytes: the header (magic, format, checksum of `body`), then `body`."""
+    return HEADER.pack(MAGIC, ENTRY_FORMAT, _checksum(body)) + body
+
+
+def _pack(entry: Entry) -> bytes:
+    first, second, third = (np.asarray(level) for level in entry.codes)
+    frames = len(first)
+    if frames == 0 or (len(second), len(third)) != (2 * frames, 4 * frames):
+        raise ValueError(f"SNAC codes are levels of n, 2n and 4n codes (n >= 1), not of {len(first)}, {len(second)} and {len(third)}")
+    codes = np.concatenate([first, second, third])
+    if codes.min() < 0 or codes.max() >= CODEBOOK_SIZE:
+        raise ValueError(f"SNAC codes are in 0..{CODEBOOK_SIZE - 1}, not {codes.min()}..{codes.max()}")
+    warnings = ",".join(entry.warnings).encode()
+    # uint16 holds every code of SNAC's 4096-entry codebooks in a quarter of int64's space.
+    return seal(FACTS.pack(frames, entry.seconds, len(warnings)) + warnings + codes.astype("<u2").tobytes())
+
+
+def _unpack(data: bytes) -> Entry | None:
+    """The entry `data` holds, or None when it is not one whole, intact entry."""
+    if len(data) < HEADER.size + FACTS.size:
+        return None
+    magic, entry_format, checksum = HEADER.unpack_from(data)
+    if magic != MAGIC or entry_format != ENTRY_FORMAT or checksum != _checksum(memoryview(data)[HEADER.size :]):
+        return None
+    frames, seconds, size = FACTS.unpack_from(data, HEADER.size)
+    start = HEADER.size + FACTS.size + size
+    if frames == 0 or len(data) != start + 2 * TOKENS_PER_FRAME * frames:  # 7 codes a frame, 2 bytes each
+        return None
+    codes = np.frombuffer(data, "<u2", offset=start)
+    if codes.max() >= CODEBOOK_SIZE:  # a checksum over wrong codes: a writer's bug, not the disk's
+        return None
+    try:
+        warnings = data[HEADER.size + FACTS.size : start].decode()
+    except UnicodeDecodeError:
+        return None
+    codes = codes.astype(np.int64)
+    levels = codes[:frames], codes[frames : 3 * frames], codes[3 * frames :]
+    return Entry(levels, seconds, tuple(warnings.split(",")) if warnings else ())
+
+
 class CodesCache:
     """Codes of one SNAC model's weights through one audio pipeline. Safe for many writers: entries are
     written to a temporary file and renamed into place, and identical inputs write identical entries."""
 
     def __init__(self, root: Path, snac_digest: str, compiled: bool = False, snac_name: str = ""):
         self.root = Path(root)
+        self._damaged: set[str] = set()
         encoder = "compiled" if compiled else "eager"  # compiled codes differ slightly: never mixed with eager
         namespace = hashlib.sha256(f"{snac_digest}|{PIPELINE}|{encoder}".encode()).hexdigest()[:16]
         self.folder = self.root / namespace
@@ -81,49 +130,57 @@ class CodesCache:
     def path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.codes"
 
+    @property
+    def damaged(self) -> int:
+        """Entries found damaged or unreadable this run, each counted once: they read as missing."""
+        return len(self._damaged)
+
     def get(self, key: str) -> Entry | None:
-        """The entry for `key`, or None; an unreadable entry (a write cut short) counts as missing."""
+        """The entry for `key`, or None; a damaged entry counts as missing (and in `damaged`)."""
         path = self.path(key)
         try:
             with open(path, "rb") as handle:
                 used = os.fstat(handle.fileno()).st_mtime
-                data = handle.read()
-            seconds, size = struct.unpack_from("<dB", data)
-            warnings = data[9 : 9 + size].decode()
-            codes = np.frombuffer(data, "<i2", offset=9 + size).astype(np.int64)
-        except (OSError, ValueError, struct.error, UnicodeDecodeError):
+                entry = _unpack(handle.read())
+        except FileNotFoundError:
             return None
-        frames = len(codes) // 7  # n + 2n + 4n codes
-        if frames == 0 or len(codes) != 7 * frames:
+        except OSError:
+            entry = None
+        if entry is None:
+            self._damaged.add(key)
             return None
         # A hit marks the entry used (its mtime), which `axolotl-orpheus cache --delete-unused-for` goes by;
         # at most once a day, so a re-run writes once per entry per day, not on every read.
         if used < time.time() - DAY:
             with suppress(OSError):  # a read-only cache is still read
                 os.utime(path)
-        levels = codes[:frames], codes[frames : 3 * frames], codes[3 * frames :]
-        return Entry(levels, seconds, tuple(warnings.split(",")) if warnings else ())
+        return entry
 
     def put(self, key: str, entry: Entry) -> None:
+        """Write `entry`; raises ValueError for codes SNAC cannot have made."""
+        data = _pack(entry)
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)  # parents: the namespace may have been pruned meanwhile
-        warnings = ",".join(entry.warnings).encode()
-        # SNAC's codebooks have 4096 entries: int16 holds every code in a quarter of the space.
-        codes = np.concatenate([np.asarray(level) for level in entry.codes]).astype("<i2")
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        temporary = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp")
+        # Mode 0o666 less the umask (mkstemp's 0o600 hides entries from the other accounts of a shared folder).
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(handle, "wb") as file:
-            file.write(struct.pack("<dB", entry.seconds, len(warnings)) + warnings + codes.tobytes())
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())  # else a power loss after the rename can leave an entry of zeros
         os.replace(temporary, path)
 
 
 @contextmanager
 def open_cache(setting: bool | str, snac_digest: str, compiled: bool, snac_name: str) -> Iterator[CodesCache]:
-    """orpheus_codes_cache: true (datasets' cache folder), a folder, or false (a folder for this run only)."""
+    """orpheus_codes_cache: true (datasets' cache folder), a folder (`~` is the home folder, a relative
+    one the current folder's), or false (a folder for this run only). The cache's root is absolute."""
     if setting is False:
         with tempfile.TemporaryDirectory(prefix="orpheus-codes-") as folder:
             yield CodesCache(Path(folder), snac_digest, compiled, snac_name)
         return
-    yield CodesCache(default_root() if setting is True else Path(setting), snac_digest, compiled, snac_name)
+    root = default_root() if setting is True else Path(setting)
+    yield CodesCache(root.expanduser().absolute(), snac_digest, compiled, snac_name)
 
 
 @dataclass(frozen=True)

@@ -4,22 +4,24 @@ The clips are sorted by length across the whole dataset, so clips of the same pa
 batches (SNAC's encoder is non-causal: only equal lengths batch without changing a code). The longest come
 first: their activations size the heap that encoding keeps (codec.keep_freed_memory), and every later one
 fits in memory they freed, where shortest first grows the heap at each new length. Threads decode and
-resample the next chunk while SNAC encodes this one. With several devices, each gets one SNAC replica in a
-spawned process and an equal share of the work.
+resample the next chunk while SNAC encodes this one. A clip longer than a row can hold is first probed from
+its start, so that one that cannot fit is never decoded or encoded whole. With several devices, each gets
+one SNAC replica in a spawned process and an equal share of the work; a bad clip (in raise mode) or a failure
+in one process stops them all before their next chunk.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
-from axolotl_orpheus import audio, codec
+from axolotl_orpheus import audio, codec, layout
 from axolotl_orpheus.cache import CodesCache, Entry
 from axolotl_orpheus.layout import SAMPLES_PER_FRAME
 
@@ -33,6 +35,21 @@ _stop: Any = None
 def _share_stop(event: Any) -> None:
     global _stop
     _stop = event
+
+
+def _stop_all() -> None:
+    """Every process sharing the work stops before its next chunk."""
+    if _stop is not None:
+        _stop.set()
+
+
+def _stopping() -> bool:
+    return _stop is not None and _stop.is_set()
+
+
+class EncodingError(RuntimeError):
+    """Encoding failed for a reason other than a bad clip (out of memory, a full disk, a bug): names the device and
+    the clips it was encoding."""
 
 
 class Job(NamedTuple):
@@ -61,14 +78,22 @@ class EncodeSettings:
     batch_size: int | None  # clips per batch; None: codec.BATCH_SECONDS of audio
     compile: bool
     stop_at_failure: bool = False  # the run will raise on the first bad clip: encoding on is wasted time
+    # The most frames a row can hold once duplicate frames are dropped; a clip whose header shows more is probed first.
+    max_kept_frames: int | None = None
+
+
+def default_batch_size(device: torch.device) -> int | None:
+    """Clips per batch unless set: one on CPU, where batching is slower; on a GPU, codec.BATCH_SECONDS of audio."""
+    return 1 if device.type == "cpu" else None
+
+
+def frames(job: Job) -> int:
+    """The job's clip in SNAC frames, from its header's length (SNAC pads even the shortest clip to one frame)."""
+    return max(1, math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME))
 
 
 def length_chunks(jobs: list[Job], batch_size: int | None, batches: int = BATCHES_PER_CHUNK) -> list[list[Job]]:
     """The jobs sorted by padded length, longest first, in chunks of `batches` batches (codec.clips_per_batch)."""
-
-    def frames(job: Job) -> int:
-        return math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME)
-
     chunks: list[list[Job]] = []
     filled = 0.0  # batches' worth in the last chunk
     for job in sorted(jobs, key=lambda job: (-frames(job), job.row)):
@@ -78,6 +103,27 @@ def length_chunks(jobs: list[Job], batch_size: int | None, batches: int = BATCHE
         chunks[-1].append(job)
         filled += 1 / codec.clips_per_batch(frames(job), batch_size)
     return chunks
+
+
+def probe_length(model, source: Any, base_dir: str | None, job: Job, max_kept_frames: int) -> audio.AudioError | None:
+    """Whether a clip longer than a row can hold fits once its duplicate frames are dropped, learned from its start
+    alone: an AudioError (longer_than_sequence_len) when its first frames already keep too many, else None (it
+    may fit: encode it whole). Decodes and encodes twice the frames that fit, with context after them so that
+    their codes are the whole clip's (codec.CONTEXT_FRAMES, as windows have), whatever the clip's length."""
+    probed = 2 * max_kept_frames
+    try:
+        clip = audio.load_checked_clip(source, base_dir, max_samples=(probed + codec.CONTEXT_FRAMES) * SAMPLES_PER_FRAME)
+    except audio.AudioError as exc:
+        return exc
+    (codes,) = codec.encode(model, [clip.samples])
+    n = min(probed, len(codes[0]))  # all of them when the clip ended sooner: then these are the whole clip's codes
+    kept = int(layout.duplicate_frame_mask(layout.interleave(codes[0][:n], codes[1][: 2 * n], codes[2][: 4 * n])).sum())
+    if kept <= max_kept_frames:
+        return None
+    return audio.AudioError(
+        f"the clip lasts {job.seconds:.1f} s; its first {n} frames keep {kept} without duplicate frames, more than "
+        f"the {max_kept_frames} a row of sequence_len holds", "longer_than_sequence_len", job.seconds,
+    )
 
 
 def _load(source: Any, base_dir: str | None) -> audio.Clip | audio.AudioError:
@@ -96,7 +142,6 @@ def encode_share(
     every process sharing the work)."""
     if threads:
         torch.set_num_threads(threads)
-    chunks = length_chunks(jobs, settings.batch_size)
     model = codec.load_snac(settings.snac_model, device, compile_encoder=settings.compile)
     on_cpu = torch.device(device).type == "cpu"
     # On CPU, torch's threads already use every core; on a GPU, CPU decoding is what keeps it busy.
@@ -105,6 +150,15 @@ def encode_share(
     def decode(part: list[Job]) -> list[Future]:
         return [decoders.submit(_load, source, column.base_dir) for source in column.sources([j.row for j in part])]
 
+    def failure(part: list[Job], exc: Exception) -> EncodingError:
+        _stop_all()
+        rows = ", ".join(str(job.row) for job in part[:3]) + (f" and {len(part) - 3} more" if len(part) > 3 else "")
+        try:
+            rows += f" ({', '.join(audio.describe_source(s) for s in column.sources([job.row for job in part[:3]]))})"
+        except Exception:  # noqa: BLE001 - reading the audio column may be what failed
+            pass
+        return EncodingError(f"SNAC encoding on {device} failed on rows {rows}: {type(exc).__name__}: {exc}")
+
     failed: dict[int, audio.AudioError] = {}
     progress = tqdm(
         total=round(sum(job.seconds for job in jobs)), unit="audio-s", position=position,
@@ -112,25 +166,43 @@ def encode_share(
     )
     encoded_seconds = 0.0
     with decoders, progress, codec.keep_freed_memory():
-        upcoming = decode(chunks[0]) if chunks else []
+        # Clips longer than a row can hold are probed from their start, before any of them is decoded whole.
+        limit = settings.max_kept_frames
+        for job in [job for job in jobs if limit is not None and frames(job) > limit]:
+            if _stopping():
+                return failed
+            try:
+                error = probe_length(model, column.sources([job.row])[0], column.base_dir, job, limit)
+            except Exception as exc:
+                raise failure([job], exc) from exc
+            if error:
+                failed[job.row] = error
+                encoded_seconds += job.seconds
+                if settings.stop_at_failure:
+                    _stop_all()
+                    return failed
+        chunks = length_chunks([job for job in jobs if job.row not in failed], settings.batch_size)
+        upcoming: list[Future] = []
         for index, part in enumerate(chunks):
-            if _stop is not None and _stop.is_set():  # another process met a bad clip: the run will raise
+            if _stopping():  # another process met a bad clip or failed: the run will raise
                 break
-            loaded = [future.result() for future in upcoming]
-            upcoming = decode(chunks[index + 1]) if index + 1 < len(chunks) else []
-            clips = []
-            for job, clip in zip(part, loaded):
-                if isinstance(clip, audio.AudioError):
-                    failed[job.row] = clip
-                else:
-                    clips.append((job, clip))
-            if failed and settings.stop_at_failure:
-                if _stop is not None:
-                    _stop.set()
-                break
-            codes = codec.encode(model, [clip.samples for _, clip in clips], settings.batch_size)
-            for (job, clip), clip_codes in zip(clips, codes):
-                cache.put(job.key, Entry(clip_codes, clip.seconds, clip.warnings))
+            try:
+                loaded = [future.result() for future in (upcoming or decode(part))]
+                upcoming = decode(chunks[index + 1]) if index + 1 < len(chunks) else []
+                clips = []
+                for job, clip in zip(part, loaded):
+                    if isinstance(clip, audio.AudioError):
+                        failed[job.row] = clip
+                    else:
+                        clips.append((job, clip))
+                if failed and settings.stop_at_failure:
+                    _stop_all()
+                    break
+                codes = codec.encode(model, [clip.samples for _, clip in clips], settings.batch_size)
+                for (job, clip), clip_codes in zip(clips, codes):
+                    cache.put(job.key, Entry(clip_codes, clip.seconds, clip.warnings))
+            except Exception as exc:
+                raise failure(part, exc) from exc
             encoded_seconds += sum(job.seconds for job in part)
             progress.update(round(encoded_seconds) - progress.n)
         for future in upcoming:  # decoding ahead that a stop leaves unused
@@ -154,11 +226,16 @@ def encode_missing(
     threads = max(1, torch.get_num_threads() // len(devices)) if devices[0].type == "cpu" else None
     # spawn: a forked CUDA context is unusable, and a fork would copy this process's memory.
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(len(devices), mp_context=spawn, initializer=_share_stop, initargs=(spawn.Event(),)) as pool:
+    stop = spawn.Event()
+    with ProcessPoolExecutor(len(devices), mp_context=spawn, initializer=_share_stop, initargs=(stop,)) as pool:
         results = [
             pool.submit(encode_share, share, column, cache, settings, str(device), position, threads)
             for position, (share, device) in enumerate(zip(shares, devices))
         ]
+        # A process that fails stops the others too (it sets the event itself, but one that dies cannot).
+        done, _ = wait(results, return_when=FIRST_EXCEPTION)
+        if any(result.exception() for result in done):
+            stop.set()
         failed: dict[int, audio.AudioError] = {}
         for result in results:
             failed.update(result.result())

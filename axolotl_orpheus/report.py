@@ -20,6 +20,7 @@ HISTOGRAM_BINS = 20
 DROP_REASONS = {
     "no_audio": "give every row audio: a file path or embedded audio bytes",
     "missing_file": "check the path; relative paths are resolved against the folder of the data file",
+    "unreadable_file": "make the file readable: check its permissions, and the disk or network share it is on",
     "undecodable_audio": "re-export the file as wav or flac",
     "empty_audio": "remove the row, it holds no samples",
     "shorter_than_one_frame": "clips need at least one SNAC frame, 2048 samples at 24 kHz (85 ms)",
@@ -32,6 +33,8 @@ DROP_REASONS = {
     "shorter_than_min_seconds": "lower orpheus_min_seconds to keep it",
     "longer_than_sequence_len": "split the clip or raise sequence_len (about 82 tokens per second of audio)",
 }
+# What axolotl may drop after the strategy, before it saves the rows.
+AXOLOTL_DROPS = "axolotl's own steps after the Orpheus strategy: dataset_exact_deduplication, sample packing's row checks"
 # Kept, but worth a look.
 WARNING_REASONS = {
     "silent_audio": "the clip is silent (peak below -80 dBFS)",
@@ -46,6 +49,7 @@ class DatasetReport:
     dataset: str
     tokenizer: str  # its name is part of axolotl's prepared-dataset hash, which locates the report's folder
     sequence_len: int | None = None
+    split: str = "train"  # or "test": a test_datasets entry, saved and reported apart
     rows_in: int = 0
     dropped: dict[str, list[int]] = field(default_factory=dict)
     warnings: dict[str, list[int]] = field(default_factory=dict)
@@ -56,6 +60,7 @@ class DatasetReport:
     seconds: list[float] = field(default_factory=list)  # of each kept clip
     speaker_rows: dict[str, int] = field(default_factory=dict)
     speaker_seconds: dict[str, float] = field(default_factory=dict)
+    codes_repaired: int = 0  # damaged codes cache entries, encoded again
 
     def drop(self, reason: str, row: int, seconds: float = 0.0) -> None:
         self.dropped.setdefault(reason, []).append(row)
@@ -114,6 +119,7 @@ def summarize(reports: list[DatasetReport]) -> dict:
         "audio_hours_in": round(sum(r.seconds_in for r in reports) / 3600, 6),
         "audio_hours_out": round(sum(r.seconds_out for r in reports) / 3600, 6),
         "frames_removed_by_dedupe": sum(r.frames_removed for r in reports),
+        "codes_cache_entries_repaired": sum(r.codes_repaired for r in reports),
         "tokens_per_row": {
             "min": int(tokens.min()) if len(tokens) else None,
             "median": float(np.median(tokens)) if len(tokens) else None,
@@ -126,13 +132,20 @@ def summarize(reports: list[DatasetReport]) -> dict:
     }
 
 
-def full_report(reports: list[DatasetReport]) -> dict:
-    return {"total": summarize(reports), "datasets": [{"dataset": r.dataset, **summarize([r])} for r in reports]}
+def full_report(reports: list[DatasetReport], rows_saved: int | None = None) -> dict:
+    """The total and each dataset's figures. `rows_saved`: the rows axolotl saved, which its steps after the
+    strategy (dataset_exact_deduplication, sample packing's checks) may make fewer: the total's rows_out is
+    then what was saved, and the difference is counted."""
+    total = summarize(reports)
+    if rows_saved is not None and rows_saved != total["rows_out"]:
+        total["dropped_by_axolotl"] = {"count": total["rows_out"] - rows_saved, "why": AXOLOTL_DROPS}
+        total["rows_out"] = rows_saved
+    return {"total": total, "datasets": [{"dataset": r.dataset, **summarize([r])} for r in reports]}
 
 
-def write_report(reports: list[DatasetReport], folder: Path) -> Path:
+def write_report(report: dict, folder: Path) -> Path:
     path = Path(folder) / REPORT_FILE
-    path.write_text(json.dumps(full_report(reports), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -146,6 +159,10 @@ def summary_text(summary: dict) -> str:
         f"  tokens per row: min {tokens['min']}, median {tokens['median']}, max {tokens['max']} "
         f"(sequence_len {tokens['sequence_len']})",
     ]
+    if summary.get("dropped_by_axolotl"):
+        lines.append(f"  dropped by axolotl after the strategy: {summary['dropped_by_axolotl']['count']} ({AXOLOTL_DROPS})")
+    if summary["codes_cache_entries_repaired"]:
+        lines.append(f"  codes cache: {summary['codes_cache_entries_repaired']} damaged entries encoded again")
     for kind, hints in (("dropped", DROP_REASONS), ("warnings", WARNING_REASONS)):
         for reason, entry in summary[kind].items():
             rows = ", ".join(str(e["row"]) for e in entry["examples"])

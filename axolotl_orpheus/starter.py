@@ -11,6 +11,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
+import yaml
 from datasets import Audio
 from tqdm import tqdm
 
@@ -89,11 +90,11 @@ def survey(path: str) -> DatasetSurvey:
     from axolotl.utils.data.shared import load_dataset_with_config
     from axolotl.utils.dict import DictDefault
 
-    from axolotl_orpheus.plugin import point_folder_at_metadata
-    from axolotl_orpheus.tts import data_folder
+    from axolotl_orpheus.plugin import point_at_rows
+    from axolotl_orpheus.tts import data_folder, speaker_text
 
     entry = DictDefault({"path": path, "type": "axolotl_orpheus.tts", "split": "train"})
-    point_folder_at_metadata(entry)
+    point_at_rows(entry, "train")
     dataset = load_dataset_with_config(entry, use_auth_token=False)
     columns = dataset.column_names
     audio_features = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
@@ -118,7 +119,7 @@ def survey(path: str) -> DatasetSurvey:
             continue
         found.durations.append(seconds)
         found.sample_rates[rate] += 1
-        found.speakers["" if speaker is None else str(speaker)] += 1
+        found.speakers["" if speaker is None else speaker_text(speaker)] += 1
     return found
 
 
@@ -133,7 +134,7 @@ plugins:
   - axolotl_orpheus.OrpheusPlugin
 
 datasets:
-  - path: {path}
+  - path: {path_value}
     type: axolotl_orpheus.tts
 {mappings}
 orpheus_snac_model: {snac_model}
@@ -141,7 +142,7 @@ orpheus_on_bad_row: skip             # unusable clips are dropped and counted in
 
 dataset_prepared_path: ./prepared
 val_set_size: {val_set_size}
-output_dir: ./outputs/{name}
+output_dir: {output_dir}
 
 special_tokens:
   pad_token: <custom_token_7>
@@ -171,6 +172,12 @@ saves_per_epoch: 1
 """
 
 
+def yaml_scalar(value: str) -> str:
+    """`value` written so that YAML reads back this very string, quoted where it would read as something
+    else (yes, 123, null) or hold a comment (#) or a key (: )."""
+    return yaml.safe_dump(value, allow_unicode=True, width=math.inf).removesuffix("...\n").strip()
+
+
 def write_config(
     found: DatasetSurvey, out: str, voice: str | None, base_model: str = DEFAULT_BASE_MODEL,
     snac_model: str = DEFAULT_SNAC_MODEL, sequence_len: int = DEFAULT_SEQUENCE_LEN,
@@ -185,7 +192,7 @@ def write_config(
         mappings["speaker"] = found.speaker_column
     if voice and not found.speaker_column:
         mappings["voice"] = voice
-    lines = "".join(f"      {key}: {value}\n" for key, value in mappings.items())
+    lines = "".join(f"      {key}: {yaml_scalar(value)}\n" for key, value in mappings.items())
     speaker_note = (
         f", {len(found.speakers)} speakers from column {found.speaker_column!r}"
         if found.speaker_column
@@ -193,15 +200,16 @@ def write_config(
     )
     return CONFIG_TEMPLATE.format(
         path=found.path,
+        path_value=yaml_scalar(found.path),
         n_clips=len(found.durations),
         hours=sum(found.durations) / 3600,
         speaker_note=speaker_note,
         out=out,
-        base_model=base_model,
+        base_model=yaml_scalar(base_model),
         mappings=f"    message_property_mappings:   # this dataset's columns and voice\n{lines}" if lines else "",
-        snac_model=snac_model,
+        snac_model=yaml_scalar(snac_model),
         # A validation split needs enough rows to hold one; small datasets train on everything.
         val_set_size=0.01 if len(found.durations) >= 200 else 0,
-        name=voice or "orpheus-voice",
+        output_dir=yaml_scalar(f"./outputs/{voice or 'orpheus-voice'}"),
         sequence_len=sequence_len,
     )

@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.args import OrpheusArgs
-from axolotl_orpheus.plugin import FINGERPRINT_KEY, settings_fingerprint
+from axolotl_orpheus.plugin import FINGERPRINT_KEY, SOURCE_KEY, SPLIT_KEY, settings_fingerprint
 from axolotl_orpheus.report import COLLECTED, DROP_REASONS, DatasetReport, summarize, summary_text
 
 try:
     from axolotl_orpheus import audio, codec, encoding
-    from axolotl_orpheus.cache import CodesCache, audio_key, open_cache
+    from axolotl_orpheus.cache import CodesCache, open_cache
 except ModuleNotFoundError as exc:
     # axolotl turns a ModuleNotFoundError raised while importing a strategy into "unhandled prompt
     # tokenization strategy", which hides the real cause: say it instead.
@@ -110,19 +110,29 @@ def text_problem(text: Any) -> tuple[str, str] | None:
     return None
 
 
+def speaker_text(speaker: Any) -> str:
+    """A speaker value as the prompt names it: the cell's text, an integral float as its integer.
+
+    A numeric speaker column with a gap is a float column in parquet and on the hub: speaker 1 is 1.0 there.
+    """
+    return str(int(speaker)) if isinstance(speaker, float) and speaker.is_integer() else str(speaker)
+
+
 class OrpheusTTSStrategy(DatasetWrappingStrategy):
     """Decodes, resamples and SNAC-encodes each row's audio, then frames it with its tokenized prompt."""
 
     def __init__(self, tokenizer, settings: OrpheusArgs, ds_cfg: dict[str, Any], sequence_len: int | None):
         self.tokenizer = tokenizer
         self.settings = settings
-        self.dataset_path = ds_cfg.get("path")
+        # The user's data file when the entry reads a converted copy of it; audio resolves against `path`.
+        self.dataset_path = (ds_cfg.get("message_property_mappings") or {}).get(SOURCE_KEY) or ds_cfg.get("path")
         self.dataset_keys = {
             key: value for key, value in (ds_cfg.get("message_property_mappings") or {}).items() if key in DATASET_KEYS
         }
         self.sequence_len = sequence_len
-        self.base_dir = data_folder(self.dataset_path)
-        self.report = DatasetReport(str(self.dataset_path), tokenizer.name_or_path, sequence_len)
+        self.base_dir = data_folder(ds_cfg.get("path"))
+        split = (ds_cfg.get("message_property_mappings") or {}).get(SPLIT_KEY, "train")
+        self.report = DatasetReport(str(self.dataset_path), tokenizer.name_or_path, sequence_len, split)
 
     def columns(self, dataset: Dataset) -> Columns:
         """The columns to read, or an error listing the columns there are. Per-dataset keys win."""
@@ -134,6 +144,15 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         if audio_column not in names and audio_column == "audio" and AUDIOFOLDER_FILE_COLUMN in names:
             audio_column = AUDIOFOLDER_FILE_COLUMN
         missing = [f"{key} {column!r}" for key, column in (("audio", audio_column), ("text", text_column)) if column not in names]
+        if speaker_column == default_speaker and speaker_column not in names:
+            # The seed's recipe names its speaker column speaker_id, Unsloth's and canopy's source.
+            recipes_column = next((name for name in ("speaker_id", "source") if name in names), None)
+            if recipes_column:
+                LOG.info(
+                    f"Orpheus dataset {self.dataset_path}: no {default_speaker!r} column: the speakers are column "
+                    f"{recipes_column!r}; set orpheus_speaker_column: \"\" for text-only prompts"
+                )
+                speaker_column = recipes_column
         if speaker_column not in names:  # "" asks for text-only prompts
             if speaker_column not in ("", default_speaker):  # asked for by name: it must be there
                 missing.append(f"speaker {speaker_column!r}")
@@ -159,34 +178,28 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             dataset = dataset.cast_column(columns.audio, Audio(decode=False))
         devices = codec.pick_devices(self.settings.orpheus_device, self.settings.orpheus_encode_devices)
         snac_digest = codec.weights_digest(self.settings.orpheus_snac_model)
-        fingerprint = hashlib.md5(
-            "|".join(
-                [
-                    dataset._fingerprint,
-                    settings_fingerprint(self.settings),
-                    repr(sorted(self.dataset_keys.items())),
-                    str(self.sequence_len),
-                    snac_digest,
-                    self.tokenizer.name_or_path,
-                ]
-            ).encode()
-        ).hexdigest()
         COLLECTED.append(self.report)
         with open_cache(
             self.settings.orpheus_codes_cache, snac_digest, self.settings.orpheus_compile, self.settings.orpheus_snac_model
         ) as cache:
             plan, jobs = self.scan(dataset, columns, cache)
             seconds = sum(job.seconds for job in jobs)
+            keys = [entry.key for entry in plan if isinstance(entry, Planned)]
+            repeated = len(keys) - len(set(keys))
             LOG.info(
                 f"Orpheus: {len(dataset)} rows, {len(jobs)} clips ({seconds / 60:.1f} min) to encode with SNAC "
-                f"{self.settings.orpheus_snac_model} on {', '.join(map(str, devices))}; codes cache "
-                f"{cache.root if self.settings.orpheus_codes_cache is not False else 'off (kept for this run only)'}"
+                f"{self.settings.orpheus_snac_model} on {', '.join(map(str, devices))}"
+                + (f"; {repeated} rows repeat another row's audio, encoded once" if repeated else "")
+                + f"; codes cache {cache.root if self.settings.orpheus_codes_cache is not False else 'off (kept for this run only)'}"
             )
             settings = encoding.EncodeSettings(
                 self.settings.orpheus_snac_model,
-                self.settings.orpheus_encode_batch_size or (1 if devices[0].type == "cpu" else None),
+                self.settings.orpheus_encode_batch_size or encoding.default_batch_size(devices[0]),
                 self.settings.orpheus_compile,
                 stop_at_failure=self.settings.orpheus_on_bad_row == "raise",
+                # With duplicate frames dropped only codes tell a row's length: a long clip's first frames are
+                # encoded to learn whether it can fit (without, the header did; check_row).
+                max_kept_frames=self.max_frames() if self.settings.orpheus_remove_duplicate_frames else None,
             )
             column = encoding.AudioColumn(dataset, columns.audio, self.base_dir)
             started = time.perf_counter()
@@ -194,8 +207,15 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             if jobs:
                 spent = time.perf_counter() - started
                 LOG.info(f"Orpheus: encoded {len(jobs)} clips in {spent:.1f} s, {seconds / spent:.0f}x real time")
-            for row, error in sorted(failed.items()):
-                plan[row] = self.reject(row, column.sources([row])[0], error.reason, str(error), error.seconds)
+            # Rows that share a clip share its fate.
+            failed_keys = {job.key: failed[job.row] for job in jobs if job.row in failed}
+            for row, entry in enumerate(plan):
+                if isinstance(entry, Planned) and entry.key in failed_keys:
+                    error = failed_keys[entry.key]
+                    plan[row] = self.reject(row, column.sources([row])[0], error.reason, str(error), error.seconds)
+            self.report.codes_repaired = cache.damaged
+            if cache.damaged:
+                LOG.warning(f"Orpheus: {cache.damaged} damaged entries in the codes cache {cache.root} were encoded again")
             # One process: framing is cheap, and the report counts rows in order.
             rows = dataset.select_columns(columns.read()).map(
                 partial(self.frame_rows, plan=plan, cache=cache, columns=columns),
@@ -207,11 +227,21 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                 keep_in_memory=bool(keep_in_memory),
                 # Audio files named by path can change while the table does not: never reuse a map cache.
                 load_from_cache_file=False,
-                new_fingerprint=fingerprint,
+                new_fingerprint=self.fingerprint(dataset, plan, snac_digest),
                 desc="Orpheus: framing rows",
             )
         LOG.info(f"{self.dataset_path}:\n{summary_text(summarize([self.report]))}")
         return rows
+
+    def fingerprint(self, dataset: Dataset, plan: list[Planned | Rejected], snac_digest: str) -> str:
+        """The prepared rows' fingerprint: the settings, the table, and every row's audio content (its codes'
+        key) or reason to be dropped, so that no datasets cache of rows made from other clips is ever reused."""
+        digest = hashlib.md5()
+        for part in (dataset._fingerprint, settings_fingerprint(self.settings), repr(sorted(self.dataset_keys.items())),
+                     str(self.sequence_len), snac_digest, self.tokenizer.name_or_path):
+            digest.update(f"{part}|".encode())
+        digest.update("\n".join(entry.key if isinstance(entry, Planned) else entry.reason for entry in plan).encode())
+        return digest.hexdigest()
 
     def reject(self, index: int, source: Any, reason: str, detail: str, seconds: float = 0.0) -> Rejected:
         """A bad row, to count in the report; with orpheus_on_bad_row: raise, an error naming the row and fix."""
@@ -229,27 +259,45 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         Reads only the audio's bytes (the cache key) and, when the codes are not cached, its header.
         """
         problem = text_problem(text)
-        if problem is None and columns.speaker and (speaker is None or not str(speaker).strip()):
+        if problem is None and columns.speaker and (speaker is None or not speaker_text(speaker).strip()):
             problem = "empty_speaker", f"the speaker column {columns.speaker!r} holds {speaker!r}"
         if problem:
             return self.reject(index, source, *problem), None
         try:
-            data = audio.source_bytes(source, self.base_dir)
-            key = audio_key(data)
+            key = audio.content_key(source, self.base_dir)
             cached = cache.get(key)
-            seconds = cached.seconds if cached else audio.audio_info(data)[1]
+            header = None if cached else audio.audio_header(source, self.base_dir)
         except audio.AudioError as exc:
             return self.reject(index, source, exc.reason, str(exc)), None
+        seconds = cached.seconds if cached else header.seconds
+        if header and header.frames == 0:  # SNAC would be asked for a clip of no frames
+            return self.reject(index, source, "empty_audio", "the audio has no samples"), None
         if self.settings.orpheus_max_seconds and seconds > self.settings.orpheus_max_seconds:
             return self.reject(index, source, "longer_than_max_seconds", f"the clip lasts {seconds:.1f} s", seconds), None
         if self.settings.orpheus_min_seconds and seconds < self.settings.orpheus_min_seconds:
             return self.reject(index, source, "shorter_than_min_seconds", f"the clip lasts {seconds:.2f} s", seconds), None
+        max_frames = self.max_frames()
+        if header and max_frames and not self.settings.orpheus_remove_duplicate_frames:
+            # Every frame is kept: the header shows a clip too long before any encoding. The lower bound allows for
+            # lossy formats' headers, which can count a few frames more than decode.
+            least = int(0.99 * header.frames * audio.SAMPLE_RATE / header.rate) // layout.SAMPLES_PER_FRAME
+            if least > max_frames:
+                detail = f"the clip lasts {seconds:.1f} s, at least {least} frames; sequence_len {self.sequence_len} holds {max_frames}"
+                return self.reject(index, source, "longer_than_sequence_len", detail, seconds), None
         return Planned(key), None if cached else encoding.Job(index, key, seconds)
 
+    def max_frames(self) -> int | None:
+        """The most audio frames a row of sequence_len can hold: with the shortest prompt, BOS and one text token.
+        A clip with more (after duplicate frames are dropped) cannot fit, whatever its text."""
+        if not self.sequence_len:
+            return None
+        framing = len(layout.PROMPT_PREFIX) + 2 + len(layout.PROMPT_SUFFIX) + len(layout.SPEECH_SUFFIX)
+        return max(0, self.sequence_len - framing) // layout.TOKENS_PER_FRAME
+
     def scan(self, dataset: Dataset, columns: Columns, cache: CodesCache) -> tuple[list, list[encoding.Job]]:
-        """Check every row before encoding any: a plan entry per row, and the clips the cache lacks."""
+        """Check every row before encoding any: a plan entry per row, and the clips the cache lacks, once each."""
         plan: list[Planned | Rejected] = []
-        jobs: list[encoding.Job] = []
+        jobs: dict[str, encoding.Job] = {}  # by key: a clip that several rows hold is encoded once
         batches = dataset.select_columns(columns.read()).iter(batch_size=MAP_BATCH_SIZE)
         with tqdm(total=len(dataset), desc="Orpheus: reading audio", unit="row") as progress:
             for batch in batches:
@@ -258,9 +306,9 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                     entry, job = self.check_row(len(plan), source, text, speaker, columns, cache)
                     plan.append(entry)
                     if job:
-                        jobs.append(job)
+                        jobs.setdefault(job.key, job)
                 progress.update(len(speakers))
-        return plan, jobs
+        return plan, list(jobs.values())
 
     def frame_rows(self, batch: dict[str, list], indices: list[int], plan: list, cache: CodesCache, columns: Columns):
         """Training rows from the cached codes of a batch of rows; every rejected row counted, in order."""
@@ -278,11 +326,11 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                     f"Orpheus dataset {self.dataset_path}, row {index}: its codes vanished from the codes cache "
                     f"{cache.root} while preprocessing; run preprocess again and leave the cache folder alone meanwhile."
                 )
-            kept.append((index, source, text, columns.voice if columns.speaker is None else str(speaker), cached))
+            kept.append((index, source, text, columns.voice if columns.speaker is None else speaker_text(speaker), cached))
         if not kept:  # tokenizers reject an empty batch
             return {name: [] for name in ROW_FEATURES}
         prompts = [layout.prompt_text(text, speaker) for _, _, text, speaker, _ in kept]
-        prompt_ids = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        prompt_ids = layout.prompt_token_ids(self.tokenizer, prompts)
         rows = []
         for (index, source, _, speaker, cached), ids in zip(kept, prompt_ids):
             frames = audio_frames(cached.codes, self.settings)

@@ -1,18 +1,34 @@
 """Audio loading (axolotl_orpheus.audio): decode, downmix to mono, resample to 24 kHz.
 
-Every clip is a 440 Hz sine made here and written with soundfile into tmp_path; nothing is downloaded.
+Every clip is made here (a 440 Hz sine, or noise) and written with soundfile into tmp_path; nothing is
+downloaded. Unreadable files are real ones of /proc that fail to read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from axolotl_orpheus.audio import AudioError, describe_source, load_clip, read_audio
+from axolotl_orpheus import audio
+from axolotl_orpheus.audio import (
+    AudioError,
+    Header,
+    audio_header,
+    content_key,
+    describe_source,
+    load_checked_clip,
+    load_clip,
+    read_audio,
+    resample,
+    to_mono,
+)
 
 FREQ = 440.0
 AMPLITUDE = 0.5
@@ -306,3 +322,278 @@ def test_describe_source() -> None:
     assert describe_source({"bytes": bytes(1234), "path": ""}) == "<1234 bytes of embedded audio>"
     assert describe_source("clips/a.wav") == "clips/a.wav"
     assert describe_source(None) == "None"
+
+
+# --- files that exist but cannot be read ----------------------------------------------------------------
+
+# Real files that fail to read even as root (where chmod 000 stops nothing): a write-only sysctl refuses
+# to open for reading (EACCES), and the process's own memory at offset 0 is unmapped, so reading it fails
+# (EIO; seeking to its end fails too, EINVAL).
+WRITE_ONLY_FILE = "/proc/sys/vm/drop_caches"
+FAILING_READS_FILE = "/proc/self/mem"
+READS = {
+    "content_key": content_key,
+    "audio_header": audio_header,
+    "read_audio": read_audio,
+    "load_clip": load_clip,
+    "load_checked_clip": load_checked_clip,
+}
+
+
+@pytest.mark.parametrize("read", list(READS))
+@pytest.mark.parametrize("path", [WRITE_ONLY_FILE, FAILING_READS_FILE], ids=["permission-denied", "io-error"])
+def test_unreadable_file_is_an_audio_error(path: str, read: str) -> None:
+    """Every read of a row's audio (cache key, header, decode) turns an OSError into an AudioError naming the
+    file and the OS's reason, instead of a raw OSError, or an 'undecodable' or empty clip that hides it."""
+    if not os.path.isfile(path):
+        pytest.skip(f"this system has no {path}")
+    with pytest.raises(AudioError, match=f"^cannot read audio file {path}: ") as info:
+        READS[read]({"bytes": None, "path": path})
+    assert info.value.reason == "unreadable_file"
+    if path == WRITE_ONLY_FILE:
+        assert str(info.value).endswith(os.strerror(13))  # EACCES
+
+
+def test_failing_read_names_the_os_error() -> None:
+    """The OS's own words for a failed read reach the message: here an I/O error."""
+    if not os.path.isfile(FAILING_READS_FILE):
+        pytest.skip(f"this system has no {FAILING_READS_FILE}")
+    with pytest.raises(AudioError, match=f"{FAILING_READS_FILE}: {os.strerror(5)}$"):  # EIO
+        content_key(FAILING_READS_FILE)
+
+
+@pytest.mark.parametrize("read", list(READS))
+def test_file_gone_after_the_check_is_missing(tmp_path: Path, monkeypatch, read: str) -> None:
+    """A file deleted between the existence check and the read counts as missing (the same fix: check the
+    path), not as a raw FileNotFoundError. The check is made to pass for a file that is not there."""
+    path = str(tmp_path / "gone.wav")
+    monkeypatch.setattr(os.path, "isfile", lambda name: name == path or os.path.exists(name))
+    with pytest.raises(AudioError, match=f"^audio file not found: {path}$") as info:
+        READS[read](path)
+    assert info.value.reason == "missing_file"
+
+
+# --- content_key: the codes cache's key, read in blocks --------------------------------------------------
+
+
+def old_audio_key(data: bytes) -> str:
+    """The key cache.audio_key gave the whole bytes: existing caches are filed under it."""
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def test_content_key_is_a_pinned_digest() -> None:
+    """The digest itself is fixed: a change of hash or size would orphan every cached entry."""
+    assert content_key(b"axolotl-orpheus cache key") == "3e1a4e4e2105a34404ef55cd616bef05a6283c30"
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 4097, 3 * 4096 + 5])
+def test_content_key_of_a_file_hashes_its_bytes(tmp_path: Path, monkeypatch, size: int) -> None:
+    """Hashed a block at a time, a file gets the key of its whole content, whatever its size against the
+    block size; so do the same bytes embedded in a row, or given by a relative path."""
+    monkeypatch.setattr(audio, "READ_BYTES", 4096)
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    (tmp_path / "clip.wav").write_bytes(data)
+    expected = old_audio_key(data)
+    assert content_key(str(tmp_path / "clip.wav")) == expected
+    assert content_key({"bytes": None, "path": "clip.wav"}, base_dir=str(tmp_path)) == expected
+    assert content_key({"bytes": data, "path": "elsewhere.wav"}) == expected
+    assert content_key(data) == expected
+
+
+def test_content_key_errors_like_the_decoder(tmp_path: Path) -> None:
+    """No audio and a missing file are the same AudioErrors as when decoding."""
+    with pytest.raises(AudioError, match="no audio in this row"):
+        content_key({"bytes": None, "path": None})
+    with pytest.raises(AudioError, match="not found") as info:
+        content_key("missing.wav", base_dir=str(tmp_path))
+    assert info.value.reason == "missing_file"
+
+
+# --- audio_header: the header alone ---------------------------------------------------------------------
+
+
+def test_audio_header_gives_rate_frames_channels_seconds(tmp_path: Path) -> None:
+    """From the header: the file's rate, frames, channels and duration; for a path or the bytes."""
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, np.zeros((11025, 3), np.float32), 22050)
+    header = audio_header("clip.wav", base_dir=str(tmp_path))
+    assert header == Header(rate=22050, frames=11025, channels=3, seconds=0.5)
+    assert audio_header(path.read_bytes()) == header
+    assert audio.audio_info(str(path)) == (22050, 0.5)
+
+
+def test_audio_header_of_an_empty_file(tmp_path: Path) -> None:
+    """A header of no frames says so (the caller rejects it as empty_audio before any decoding)."""
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros((0, 1), np.float32), 16000)
+    assert audio_header(str(path)) == Header(16000, 0, 1, 0.0)
+
+
+def test_audio_header_of_undecodable_bytes() -> None:
+    with pytest.raises(AudioError, match="cannot decode audio") as info:
+        audio_header(b"not audio")
+    assert info.value.reason == "undecodable_audio"
+
+
+# --- decoding in blocks: the samples of decoding whole --------------------------------------------------
+
+SMALL_BLOCK = 10007  # decoded samples a block: a few seconds of audio become many blocks of odd sizes
+
+
+def noise_file(path: Path, rate: int, seconds: float, channels: int = 3) -> None:
+    samples = 0.3 * np.random.default_rng(rate).standard_normal((round(rate * seconds), channels))
+    soundfile.write(path, samples.astype(np.float32), rate, subtype="FLOAT")
+
+
+def one_shot(path: Path) -> np.ndarray:
+    """The clip as soundfile decodes the whole file, downmixed, then resampled in one call."""
+    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    return resample(to_mono(samples), rate)
+
+
+@pytest.mark.parametrize("seconds", [0.3, 4.1], ids=["short", "long"])
+@pytest.mark.parametrize("rate", [16000, 22050, 24000, 44100, 48000, 192000])
+def test_blocks_give_the_samples_of_decoding_whole(tmp_path: Path, monkeypatch, rate: int, seconds: float) -> None:
+    """Downmixed and resampled (soxr's stream) a block at a time, a clip is bit-identical to the whole file
+    downmixed and resampled at once; at 24 kHz, to the decoded channel mean."""
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", SMALL_BLOCK)
+    path = tmp_path / "noise.wav"
+    noise_file(path, rate, seconds)
+    expected = one_shot(path)
+    assert len(expected) == round(seconds * 24000)
+    for clip in (load_clip(str(path)), load_checked_clip(str(path)).samples):
+        assert clip.dtype == np.float32
+        assert np.array_equal(clip, expected)
+
+
+@pytest.mark.parametrize("kind", ["flac", "ogg-vorbis", "mp3"])
+def test_blocks_of_compressed_audio(tmp_path: Path, monkeypatch, kind: str) -> None:
+    """Compressed formats decode to the same samples a block at a time too (soundfile's own reads in
+    blocks turn MP3 into noise after the first few)."""
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", SMALL_BLOCK)
+    path = tmp_path / f"clip.{FORMATS[kind][2]}"
+    write_clip(path, kind, 44100, stereo=True)
+    assert np.array_equal(load_clip(str(path)), one_shot(path))
+
+
+def test_clip_seconds_are_the_decoded_duration(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", SMALL_BLOCK)
+    path = tmp_path / "noise.wav"
+    noise_file(path, 44100, 2.5)
+    assert load_checked_clip(str(path)).seconds == 2.5
+
+
+def test_non_finite_samples_are_counted_in_every_block(tmp_path: Path, monkeypatch) -> None:
+    """NaN and infinite samples in different blocks are all counted."""
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", SMALL_BLOCK)
+    samples = 0.1 * np.ones(5 * SMALL_BLOCK, np.float32)
+    samples[[10, 3 * SMALL_BLOCK + 1, -1]] = np.nan, np.inf, -np.inf
+    path = tmp_path / "bad.wav"
+    soundfile.write(path, samples, 48000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="^3 samples are NaN or infinite$") as info:
+        load_checked_clip(str(path))
+    assert (info.value.reason, info.value.seconds) == ("non_finite_samples", len(samples) / 48000)
+
+
+def old_warnings(mono: np.ndarray) -> tuple[str, ...]:
+    """The warning rules, on the whole mono clip at its own rate."""
+    magnitude = np.abs(mono)
+    silent = ("silent_audio",) if magnitude.max() < 1e-4 else ()
+    clipping = ("clipping",) if np.count_nonzero(magnitude >= 0.999) >= 0.001 * len(mono) else ()
+    return silent + clipping
+
+
+@pytest.mark.parametrize(
+    "loud, clipped",
+    [(0, 0), (1, 0), (0, 99), (0, 100), (1, 100)],
+    ids=["silent", "one-loud-sample", "under-clipping", "clipping", "loud-and-clipping"],
+)
+def test_warnings_gathered_over_blocks(tmp_path: Path, monkeypatch, loud: int, clipped: int) -> None:
+    """Silence (over every block) and clipping (counted over all blocks, against the whole length) follow
+    the rules on the whole mono clip, though the loud or clipped samples all sit in one late block; stereo
+    is checked after the downmix, at the file's own rate."""
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", SMALL_BLOCK)
+    n = 100000
+    mono = np.full(n, 5e-5, np.float32)
+    mono[n - loud - clipped : n - clipped] = 0.5
+    mono[n - clipped :] = 1.0
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, np.stack([mono, mono], axis=1), 48000, subtype="FLOAT")
+    expected = old_warnings(mono)
+    assert load_checked_clip(str(path)).warnings == expected
+    assert ("silent_audio" in expected) == (loud + clipped == 0)
+    assert ("clipping" in expected) == (clipped >= 100)
+
+
+# --- the start of a clip only -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_samples", [1000, 24000, 50001])
+@pytest.mark.parametrize("rate", [16000, 24000, 44100, 192000])
+def test_prefix_is_the_start_of_the_whole_clip(tmp_path: Path, monkeypatch, rate: int, max_samples: int) -> None:
+    """max_samples gives exactly the first samples of the whole clip (soxr's stream emits only final
+    samples), decoding only a block or so more of the file than they need."""
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", SMALL_BLOCK)
+    path = tmp_path / "noise.wav"
+    noise_file(path, rate, 6.0)
+    whole = load_checked_clip(str(path))
+    prefix = load_checked_clip(str(path), max_samples=max_samples)
+    assert np.array_equal(prefix.samples, whole.samples[:max_samples])
+    block_seconds = SMALL_BLOCK // 3 / rate
+    assert prefix.seconds <= max_samples / 24000 + 0.05 + block_seconds  # soxr's delay is a few ms
+    assert prefix.seconds < whole.seconds
+
+
+def test_prefix_longer_than_the_clip_is_the_clip(tmp_path: Path) -> None:
+    path = tmp_path / "noise.wav"
+    noise_file(path, 22050, 1.0)
+    whole = load_checked_clip(str(path))
+    prefix = load_checked_clip(str(path), max_samples=10 * 24000)
+    assert np.array_equal(prefix.samples, whole.samples)
+    assert prefix.seconds == whole.seconds
+
+
+def test_short_prefix_of_a_long_clip_is_not_too_short(tmp_path: Path) -> None:
+    """A prefix under one SNAC frame is what was asked for, not a clip shorter than a frame."""
+    path = tmp_path / "noise.wav"
+    noise_file(path, 48000, 1.0)
+    assert len(load_checked_clip(str(path), max_samples=100).samples) == 100
+    short = tmp_path / "short.wav"
+    noise_file(short, 48000, 0.05)
+    with pytest.raises(AudioError) as info:
+        load_checked_clip(str(short), max_samples=100000)
+    assert info.value.reason == "shorter_than_one_frame"
+
+
+# --- memory: bounded by the output, not the file ---------------------------------------------------------
+
+WIDE_RATE, WIDE_CHANNELS, WIDE_SECONDS = 192000, 8, 60
+PEAK_RSS = """
+import resource, sys
+from axolotl_orpheus.audio import load_checked_clip
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+clip = load_checked_clip(sys.argv[1])
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(clip.samples), (after - before) * 1024)
+"""
+
+
+def test_memory_stays_bounded_on_a_long_wide_file(tmp_path: Path) -> None:
+    """A minute of 8 channels at 192 kHz decodes in a process whose peak memory grows by a small part of what
+    decoding it whole as float32 holds: a block, and the 24 kHz mono clip and its pieces."""
+    path = tmp_path / "wide.wav"
+    t = np.arange(WIDE_RATE) / WIDE_RATE
+    second = 0.1 * np.sin(2 * np.pi * 440 * t[:, None] * np.arange(1, WIDE_CHANNELS + 1))
+    with soundfile.SoundFile(path, "w", WIDE_RATE, WIDE_CHANNELS, "PCM_16") as wav:
+        for _ in range(WIDE_SECONDS):  # written a second at a time: the test holds no more either
+            wav.write(second)
+    whole_float32 = WIDE_SECONDS * WIDE_RATE * WIDE_CHANNELS * 4
+    try:
+        result = subprocess.run([sys.executable, "-c", PEAK_RSS, str(path)], capture_output=True, text=True,
+                                timeout=120)
+    finally:
+        path.unlink()
+    assert result.returncode == 0, result.stderr
+    samples, growth = map(int, result.stdout.split())
+    assert samples == WIDE_SECONDS * 24000
+    assert growth < whole_float32 / 8, f"peak memory grew by {growth / 2**20:.0f} MiB"

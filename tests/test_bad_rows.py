@@ -93,6 +93,18 @@ def test_a_bad_row_stops_the_run_when_asked(kind, tmp_path, tokenizer, standins)
         run(tokenizer, standins, path, orpheus_on_bad_row="raise", **settings)
 
 
+def test_a_zero_length_clip_is_dropped_under_the_gpu_batching_rule(monkeypatch, tmp_path, tokenizer, standins, good_rows):
+    """On a GPU no batch size is set (batches hold codec.BATCH_SECONDS of audio, sized by each clip's frames):
+    a header of 0 frames must be dropped as empty_audio, not divide by zero."""
+    from axolotl_orpheus import encoding
+
+    monkeypatch.setattr(encoding, "default_batch_size", lambda device: None)
+    path = make_metadata(tmp_path, CASES["zero-length audio"][0], "bad")
+    rows, report = run(tokenizer, standins, path)
+    assert rows["input_ids"] == good_rows
+    assert summarize([report])["dropped"] == {"empty_audio": {"count": 1, "examples": [{"dataset": str(path), "row": 1}]}}
+
+
 @pytest.mark.parametrize("kind", WARNINGS)
 def test_suspicious_audio_is_kept_with_a_warning(kind, tmp_path, tokenizer, standins, good_rows):
     make_bad, warning = WARNINGS[kind]
@@ -156,3 +168,46 @@ def test_raise_mode_stops_encoding_at_the_first_bad_clip(tmp_path, tokenizer, st
     assert len(goods) == 6 and list(cache.rglob("*.codes")) == []
     rows, _ = run(tokenizer, standins, tmp_path / "metadata.csv", orpheus_codes_cache=str(cache))
     assert len(rows) == 6 and len(list(cache.rglob("*.codes"))) == 6  # skip mode encodes them all
+
+
+@pytest.fixture
+def encoded_lengths(monkeypatch):
+    """The length in samples of every clip SNAC encodes (codec.encode still runs)."""
+    from axolotl_orpheus import codec
+
+    lengths: list[int] = []
+    real = codec.encode
+
+    def recording(model, clips, *args, **kwargs):
+        lengths.extend(len(clip) for clip in clips)
+        return real(model, clips, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "encode", recording)
+    return lengths
+
+
+@pytest.mark.parametrize("dedupe", [False, True])
+def test_a_clip_too_long_for_sequence_len_is_refused_before_it_is_encoded_whole(dedupe, tmp_path, tokenizer, standins, encoded_lengths):
+    """40 s of stereo 48 kHz speech against sequence_len 400 (55 frames at most). Without dedupe the header alone
+    shows it cannot fit: nothing is encoded. With dedupe, only codes show how many frames a row keeps: its first
+    110 frames (and 12 of context) are encoded, keep more than 55, and the rest is never decoded or encoded."""
+    import soxr
+
+    long = soxr.resample(np.tile(speech(8.0), 5), SAMPLE_RATE, 48000)
+    soundfile.write(tmp_path / "bad.wav", np.stack([long, long], axis=1), 48000, subtype="PCM_16")
+    (tmp_path / "metadata.csv").write_text("file_name,text\nbad.wav,Far too long.\n")
+    rows, report = run(tokenizer, standins, tmp_path / "metadata.csv", sequence_len=400, orpheus_remove_duplicate_frames=dedupe)
+    assert len(rows) == 0
+    assert summarize([report])["dropped"]["longer_than_sequence_len"]["count"] == 1
+    assert encoded_lengths == ([(110 + 12) * 2048] if dedupe else [])
+
+
+def test_a_long_clip_that_dedupe_makes_fit_is_kept(tmp_path, tokenizer, standins, encoded_lengths):
+    """20 s of silence holds far more frames than sequence_len 400 allows, but its frames repeat: the start alone
+    does not show it too long, so it is encoded whole and kept (a silent_audio warning says why to look)."""
+    write(tmp_path / "quiet.wav", np.zeros(20 * SAMPLE_RATE, np.float32))
+    (tmp_path / "metadata.csv").write_text("file_name,text\nquiet.wav,Nothing said.\n")
+    rows, report = run(tokenizer, standins, tmp_path / "metadata.csv", sequence_len=400)
+    assert len(rows) == 1 and len(rows[0]["input_ids"]) <= 400
+    assert summarize([report])["warnings"]["silent_audio"]["count"] == 1
+    assert encoded_lengths == [(110 + 12) * 2048, 20 * SAMPLE_RATE]

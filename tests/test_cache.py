@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 
 import numpy as np
@@ -12,8 +13,12 @@ import pytest
 import soundfile
 import torch
 
-from axolotl_orpheus import cache, codec
+from axolotl_orpheus import cache, codec, layout
+from axolotl_orpheus.report import summarize
 from helpers import prepare_report
+
+KEY = "ab" * 20
+CODES = (np.array([0, 4095]), np.array([1, 2, 3, 4]), np.arange(8))  # two frames
 
 
 @pytest.fixture
@@ -56,6 +61,32 @@ def test_an_option_change_reads_cached_codes(tmp_path, voice, tokenizer, standin
     assert warm_report.seconds == cold_report.seconds
 
 
+def test_the_same_clip_twice_is_encoded_once(tmp_path, voice, tokenizer, standins, encoded, metadata):
+    """A clip that several rows hold (the same file twice, or a copy under another name) is encoded once, and
+    every row that holds it gets its codes."""
+    shutil.copy(voice / metadata[0]["file_name"], voice / "copy.wav")
+    lines = (voice / "metadata.csv").read_text().splitlines()
+    first = metadata[0]["file_name"]
+    lines += [f"{first},Again.,ada", "copy.wav,A copy.,ada"]
+    (voice / "metadata.csv").write_text("\n".join(lines) + "\n")
+    rows, report = prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]))
+    assert sum(encoded) == len(metadata) and len(rows) == len(metadata) + 2
+    speech = [layout.speech_frames(ids).tolist() for ids in rows["input_ids"]]
+    assert speech[-2] == speech[-1] == speech[0]
+
+
+def test_the_rows_fingerprint_follows_the_audio(tmp_path, voice, tokenizer, standins, metadata):
+    """The prepared rows' fingerprint, which names datasets' cache files of every later step, covers each clip's
+    content: a changed clip under an unchanged table gives another fingerprint; an unchanged one the same."""
+    settings = dict(orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(tmp_path / "codes"))
+    before = prepare_report(tokenizer, voice / "metadata.csv", **settings)[0]._fingerprint
+    assert prepare_report(tokenizer, voice / "metadata.csv", **settings)[0]._fingerprint == before
+    clip = voice / metadata[0]["file_name"]
+    samples, rate = soundfile.read(clip, dtype="float32")
+    soundfile.write(clip, samples * 0.5, rate, "PCM_16")
+    assert prepare_report(tokenizer, voice / "metadata.csv", **settings)[0]._fingerprint != before
+
+
 def test_changed_audio_or_snac_weights_miss(tmp_path, voice, tokenizer, standins, encoded, metadata):
     store = tmp_path / "codes"
     prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store))
@@ -96,24 +127,110 @@ def test_the_pipeline_and_encoder_are_part_of_the_namespace(tmp_path, monkeypatc
 def test_a_broken_entry_is_encoded_again(tmp_path, voice, tokenizer, standins, encoded, metadata):
     store = tmp_path / "codes"
     settings = dict(orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store))
-    cold = prepare_report(tokenizer, voice / "metadata.csv", **settings)[0]
-    entries(store)[0].write_bytes(b"cut short")
+    cold, cold_report = prepare_report(tokenizer, voice / "metadata.csv", **settings)
+    assert cold_report.codes_repaired == 0
+    broken = entries(store)[0]
+    broken.write_bytes(b"cut short")
     encoded.clear()
-    assert prepare_report(tokenizer, voice / "metadata.csv", **settings)[0]["input_ids"] == cold["input_ids"]
+    warm, warm_report = prepare_report(tokenizer, voice / "metadata.csv", **settings)
+    assert warm["input_ids"] == cold["input_ids"]
     assert sum(encoded) == 1
+    # Found damaged while checking rows, read again (rewritten) while framing: counted once, and reported.
+    assert warm_report.codes_repaired == 1 and summarize([warm_report])["codes_cache_entries_repaired"] == 1
+    reader = cache.CodesCache(store, codec.weights_digest(str(standins["snac"])))
+    assert reader.get(broken.stem) is not None and reader.damaged == 0  # whole again on disk
 
 
 @pytest.mark.parametrize("warnings", [(), ("clipping",), ("silent_audio", "clipping")])
 def test_an_entry_round_trips(tmp_path, warnings):
-    codes = (np.array([0, 4095]), np.array([1, 2, 3, 4]), np.arange(8))
     store = cache.CodesCache(tmp_path, "digest")
-    store.put("ab" * 20, cache.Entry(codes, 1.5, warnings))
-    got = store.get("ab" * 20)
-    assert [level.tolist() for level in got.codes] == [level.tolist() for level in codes]
+    store.put(KEY, cache.Entry(CODES, 1.5, warnings))
+    got = store.get(KEY)
+    assert [level.tolist() for level in got.codes] == [level.tolist() for level in CODES]
     assert got.codes[0].dtype == np.int64 and (got.seconds, got.warnings) == (1.5, warnings)
-    assert store.get("cd" * 20) is None
-    store.path("ab" * 20).write_bytes(store.path("ab" * 20).read_bytes()[:-2])  # cut short: a missing entry
-    assert store.get("ab" * 20) is None
+    assert store.get("cd" * 20) is None and store.damaged == 0  # a missing entry is not a damaged one
+    assert not list(store.folder.rglob("*.tmp"))
+
+
+def out_of_range(data: bytes) -> bytes:
+    """The last code made 4096, with the checksum made right: only the range check can tell."""
+    body = data[cache.HEADER.size :]
+    return cache.seal(body[:-2] + (4096).to_bytes(2, "little"))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[:-14],  # one frame (7 int16 codes) short
+        lambda data: data[:-2],
+        lambda data: bytes(len(data)),  # what a power loss can leave after a rename without fsync
+        lambda data: data[:-1] + bytes([data[-1] ^ 1]),  # a flipped bit in a code, still in range
+        lambda data: data[:20] + bytes([data[20] ^ 1]) + data[21:],  # a flipped bit in the header
+        lambda data: data + bytes(14),  # a frame too many
+        out_of_range,
+    ],
+    ids=["a frame cut off", "two bytes cut off", "zeros", "a flipped code bit", "a flipped header bit", "a frame of zeros added", "a code out of range"],
+)
+def test_a_damaged_entry_reads_as_missing_and_is_counted_once(tmp_path, damage):
+    store = cache.CodesCache(tmp_path, "digest")
+    store.put(KEY, cache.Entry(CODES, 1.5, ("clipping",)))
+    store.path(KEY).write_bytes(damage(store.path(KEY).read_bytes()))
+    assert store.get(KEY) is None and store.damaged == 1
+    assert store.get(KEY) is None and store.damaged == 1  # the same entry, read again: counted once
+    store.put(KEY, cache.Entry(CODES, 1.5, ("clipping",)))  # encoded again
+    assert store.get(KEY).codes[2].tolist() == CODES[2].tolist() and store.damaged == 1
+
+
+def test_an_entry_that_cannot_be_read_counts_as_damaged(tmp_path):
+    store = cache.CodesCache(tmp_path, "digest")
+    store.path(KEY).mkdir(parents=True)  # open() fails with an OSError other than "no such file"
+    assert store.get(KEY) is None and store.damaged == 1
+
+
+@pytest.mark.parametrize(
+    "codes, problem",
+    [
+        ((np.array([0, 4096]), np.arange(4), np.arange(8)), "in 0..4095"),
+        ((np.array([-1, 0]), np.arange(4), np.arange(8)), "in 0..4095"),
+        ((np.array([0, 1]), np.arange(3), np.arange(8)), "n, 2n and 4n codes"),
+        ((np.array([], int), np.array([], int), np.array([], int)), "n, 2n and 4n codes"),
+    ],
+)
+def test_codes_that_are_not_snac_codes_are_not_cached(tmp_path, codes, problem):
+    store = cache.CodesCache(tmp_path, "digest")
+    with pytest.raises(ValueError, match=problem):
+        store.put(KEY, cache.Entry(codes, 1.5, ()))
+    assert not store.path(KEY).exists()
+
+
+@pytest.fixture(params=[0o002, 0o022])
+def umask(request):
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
+def test_entries_and_folders_follow_the_umask(tmp_path, umask):
+    """In a group-writable shared folder, another account of the group reads (and rewrites) the entries."""
+    store = cache.CodesCache(tmp_path / "codes", "digest")
+    store.put(KEY, cache.Entry(CODES, 1.5, ()))
+    for path in (store.path(KEY), store.folder / cache.ABOUT_FILE):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    for folder in (tmp_path / "codes", store.folder, store.path(KEY).parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask, folder
+
+
+def test_a_cache_folder_setting_becomes_an_absolute_folder(tmp_path, monkeypatch):
+    """`orpheus_codes_cache: ~/codes` is the home folder's, not a folder named `~`; a relative one is
+    the current folder's, and the log names it absolute."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    with cache.open_cache("~/codes", "digest", False, "snac") as store:
+        assert store.root == tmp_path / "home" / "codes" and store.folder.is_dir()
+    assert not (tmp_path / "work" / "~").exists()
+    with cache.open_cache("codes", "digest", False, "snac") as store:
+        assert store.root == tmp_path / "work" / "codes" and store.root.is_absolute()
 
 
 def test_false_keeps_nothing_and_true_uses_the_datasets_cache(tmp_path, voice, tokenizer, standins, metadata):

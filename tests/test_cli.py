@@ -6,6 +6,7 @@ import yaml
 from axolotl.cli.config import load_cfg
 
 from axolotl_orpheus.cli import BUNDLED_CLIPS, main, newest_prepared_dataset
+from test_data_layouts import voice_folder
 from test_e2e import axolotl
 
 
@@ -55,3 +56,27 @@ def test_init_names_other_columns_and_the_voice(tmp_path, standins, audiofolder_
     assert entry["message_property_mappings"] == {"audio": "recording", "text": "transcription", "voice": "tara"}
     cfg = load_cfg(str(out))
     assert cfg.datasets[0].message_property_mappings["voice"] == "tara"
+
+
+def test_init_writes_values_that_read_back_as_given(tmp_path, standins, audiofolder_24k, metadata):
+    """YAML reads an unquoted yes as true, 123 as a number and cuts a value at ` #`: init quotes what needs it."""
+    folder = tmp_path / "my #1: voice"
+    voice_folder(folder, audiofolder_24k, [(r["file_name"], r["text"]) for r in metadata], ("file_name", "text"))
+    snac_model = "someone/snac #2: 24 kHz"
+    for voice in ("yes", "123"):
+        out = tmp_path / f"{voice}.yml"
+        main(["init", str(folder), "--voice", voice, "--out", str(out), "--base-model", str(standins["model"]),
+              "--snac-model", snac_model])
+        assert yaml.safe_load(out.read_text())["datasets"][0]["path"] == str(folder)
+        cfg = load_cfg(str(out))
+        assert cfg.datasets[0].message_property_mappings["voice"] == voice
+        assert (cfg.orpheus_snac_model, cfg.output_dir) == (snac_model, f"./outputs/{voice}")
+
+
+def test_init_counts_speakers_by_the_cells_text(tmp_path, audiofolder_24k, metadata, capsys):
+    """pandas would read speakers 1, 2, 01 and a gap as floats 1.0, 2.0, 1.0 and nan."""
+    speakers = ["1", "1", "2", "2", "01", ""]
+    rows = [(r["file_name"], r["text"], speaker) for r, speaker in zip(metadata, speakers)]
+    folder = voice_folder(tmp_path / "voice", audiofolder_24k, rows, ("file_name", "text", "speaker"))
+    main(["init", str(folder), "--out", str(tmp_path / "finetune.yml")])
+    assert "clips per speaker: 1: 2, 2: 2, 01: 1, (one voice): 1" in capsys.readouterr().out

@@ -127,3 +127,4 @@ def test_shards_preprocessed_apart_make_up_the_whole(tmp_path, standins, audiofo
     assert "Orpheus: 6 rows, 0 clips (0.0 min) to encode" in log  # the whole: every code from the shards
     assert len(rows["shard-0"]) == len(rows["shard-1"]) == len(metadata) // 2
     assert sorted(rows["shard-0"] + rows["shard-1"]) == sorted(rows["whole"])
+

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import soundfile
 import torch
 
@@ -75,15 +77,77 @@ def test_a_bad_clip_in_one_process_stops_every_process_sharing_the_work(monkeypa
     assert len(list(cache.folder.rglob("*.codes"))) == len(goods)
 
 
-def test_a_bad_clip_stops_the_other_encoding_process_too(tmp_path, standins):
-    """Two spawned CPU processes share 121 clips, dealt a clip at a time, longest first. The bad clip is the
-    longest, so the first process meets it in its first chunk and encodes nothing; the second, with about
-    15 s of encoding ahead of it, stops before its next chunk (without the shared stop it encodes all 60)."""
-    goods = good_clips_and_a_bad_one(tmp_path)
-    jobs, column = share_of(tmp_path, ["bad.wav", *goods * 20])
+def long_good_clips(folder, count: int) -> list[str]:
+    """`count` clips of about 15 s: the bundled clips end to end, so that a chunk of them takes seconds to encode."""
+    speech = np.concatenate([soundfile.read(str(path), dtype="float32")[0] for path in sorted(CLIPS_DIR.glob("*.wav"))])
+    names = [f"long-{number:02d}.wav" for number in range(count)]
+    for name in names:
+        soundfile.write(folder / name, speech, 22050)
+    return names
+
+
+def test_a_bad_clip_stops_the_other_encoding_process_before_its_next_chunk(tmp_path, standins):
+    """Two spawned CPU processes share a bad clip and 10 good ones of 15 s, dealt a clip at a time, longest first.
+    The bad clip (20 s of NaN) is the longest, so the first process meets it in its first chunk and encodes
+    nothing; the second, with two chunks ahead of it (4 clips, seconds of encoding, then 1), stops before its
+    second: it writes one chunk's codes at most, where without the shared stop it writes all 5."""
+    soundfile.write(tmp_path / "bad.wav", np.full(20 * SAMPLE_RATE, np.nan, np.float32), SAMPLE_RATE, subtype="FLOAT")
+    jobs, column = share_of(tmp_path, ["bad.wav", *long_good_clips(tmp_path, 10)])
     settings = EncodeSettings(str(standins["snac"]), batch_size=1, compile=False, stop_at_failure=True)
     cache = CodesCache(tmp_path / "codes", "digest")
 
     failed = encoding.encode_missing(jobs, column, cache, settings, [torch.device("cpu")] * 2)
     assert list(failed) == [0] and failed[0].reason == "non_finite_samples"
-    assert len(list(cache.folder.rglob("*.codes"))) < 60  # the second process's share
+    assert len(list(cache.folder.rglob("*.codes"))) <= BATCHES_PER_CHUNK
+
+
+def block_cache_folder(cache: CodesCache, key: str) -> None:
+    """A file where the folder of `key`'s entry goes: writing that entry fails with an OSError (a stand-in for
+    a full or failing disk)."""
+    cache.path(key).parent.parent.mkdir(parents=True, exist_ok=True)
+    cache.path(key).parent.write_text("not a folder")
+
+
+def test_a_failure_names_the_device_and_clips(tmp_path, standins):
+    goods = good_clips_and_a_bad_one(tmp_path)
+    jobs, column = share_of(tmp_path, goods)
+    settings = EncodeSettings(str(standins["snac"]), batch_size=1, compile=False)
+    cache = CodesCache(tmp_path / "codes", "digest")
+    jobs = [job._replace(key=f"{'zz' if job.row == 1 else 'ab'}{job.row:038d}") for job in jobs]
+    block_cache_folder(cache, jobs[1].key)
+    with pytest.raises(encoding.EncodingError, match=r"SNAC encoding on cpu failed on rows .*\b1\b.*clip_02.wav.*Error"):
+        encoding.encode_share(jobs, column, cache, settings, "cpu")
+
+
+@dataclass
+class FailingColumn(AudioColumn):
+    """An audio column whose storage fails for one row (at module level: it travels to spawned processes)."""
+
+    failing_row: int = -1
+
+    def sources(self, rows: list[int]) -> list:
+        if self.failing_row in rows:
+            raise OSError(f"injected: the disk holding row {self.failing_row}'s audio failed")
+        return super().sources(rows)
+
+
+def test_a_failing_process_stops_the_others_before_their_next_chunk(tmp_path, standins):
+    """Not a bad clip but a failure: reading the first process's first chunk of audio fails. The run raises it,
+    naming the device and rows, and the other process, with two chunks of 15 s clips (4, then 1), stops before
+    its second: without the stop it writes all 5."""
+    jobs, column = share_of(tmp_path, long_good_clips(tmp_path, 10))
+    first = max(jobs, key=lambda job: (job.seconds, -job.row))  # dealt first, to the first process
+    failing = FailingColumn(column.dataset, column.column, column.base_dir, failing_row=first.row)
+    settings = EncodeSettings(str(standins["snac"]), batch_size=1, compile=False)
+    cache = CodesCache(tmp_path / "codes", "digest")
+
+    with pytest.raises(encoding.EncodingError, match=rf"SNAC encoding on cpu failed on rows {first.row}\b.*OSError: injected"):
+        encoding.encode_missing(jobs, failing, cache, settings, [torch.device("cpu")] * 2)
+    assert len(list(cache.folder.rglob("*.codes"))) <= BATCHES_PER_CHUNK  # the second process's first chunk at most
+
+
+def test_a_clip_whose_header_says_zero_frames_is_planned_as_one_frame():
+    """SNAC pads every clip to a whole frame; a zero-length header must not divide by zero under the GPU
+    batching rule (no batch size), whichever pass then rejects the clip."""
+    chunks = length_chunks(jobs_of([0.0, 2.0]), None)
+    assert [[job.row for job in chunk] for chunk in chunks] == [[1, 0]]

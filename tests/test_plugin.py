@@ -13,7 +13,7 @@ from axolotl.utils.data.shared import generate_dataset_hash_from_config
 from axolotl.utils.dict import DictDefault
 
 from axolotl_orpheus.cli import BUNDLED_CLIPS, demo_config
-from axolotl_orpheus.plugin import FINGERPRINT_KEY, OrpheusPlugin
+from axolotl_orpheus.plugin import FINGERPRINT_KEY, SOURCE_KEY, OrpheusPlugin
 
 # A value other than the default for every orpheus_* key.
 CHANGED_SETTINGS = {
@@ -75,8 +75,9 @@ def test_every_orpheus_setting_changes_the_prepared_dataset(tmp_path, standins):
 def test_an_audiofolder_path_reads_its_metadata(tmp_path, standins):
     cfg = validated(tmp_path, standins)
     entry = cfg.datasets[0]
-    assert entry.path == str(BUNDLED_CLIPS / "metadata.csv")
-    assert entry.ds_type == "csv"
+    assert entry.path == str(BUNDLED_CLIPS)
+    assert entry.ds_type == "parquet"
+    assert entry.message_property_mappings[SOURCE_KEY] == str(BUNDLED_CLIPS / "metadata.csv")
     assert FINGERPRINT_KEY in entry.message_property_mappings
 
 
@@ -134,7 +135,7 @@ def test_the_example_config_validates(tmp_path, standins):
     cfg = load_cfg(str(path))
     assert cfg.orpheus_snac_model == "hubertsiuzdak/snac_24khz"
     assert cfg.orpheus_remove_duplicate_frames is True and cfg.orpheus_train_on_text is True
-    assert cfg.datasets[0].ds_type == "csv"
+    assert cfg.datasets[0].ds_type == "parquet"
 
 
 def test_per_dataset_keys_survive_validation(tmp_path, standins):
