@@ -221,12 +221,6 @@ def audio_header(source: Any, base_dir: str | None = None) -> Header:
         return Header(sound.samplerate, sound.frames, sound.channels, sound.frames / sound.samplerate)
 
 
-def audio_info(source: Any, base_dir: str | None = None) -> tuple[int, float]:
-    """A row's sample rate and duration in seconds, from the file header alone (fast, for inspecting)."""
-    header = audio_header(source, base_dir)
-    return header.rate, header.seconds
-
-
 def read_audio(source: Any, base_dir: str | None = None) -> tuple[np.ndarray, int]:
     """Decode one row's audio whole to float32 samples of shape (frames, channels) and its sample rate.
 

@@ -113,12 +113,12 @@ def survey(path: str) -> DatasetSurvey:
         tqdm(zip(dataset[found.audio_column], speakers), total=len(dataset), desc="Reading audio headers")
     ):
         try:
-            rate, seconds = audio.audio_info(source, base_dir)
+            header = audio.audio_header(source, base_dir)
         except audio.AudioError:
             found.unreadable.append(index)
             continue
-        found.durations.append(seconds)
-        found.sample_rates[rate] += 1
+        found.durations.append(header.seconds)
+        found.sample_rates[header.rate] += 1
         found.speakers["" if speaker is None else speaker_text(speaker)] += 1
     return found
 

@@ -120,3 +120,19 @@ def parquet_24k(tmp_path_factory, audiofolder_24k, metadata) -> Path:
 @pytest.fixture(scope="session")
 def speech_24k(audiofolder_24k, metadata) -> list[np.ndarray]:
     return [soundfile.read(audiofolder_24k / r["file_name"], dtype="float32")[0] for r in metadata]
+
+
+@pytest.fixture
+def encoded(monkeypatch) -> list[int]:
+    """The length in samples of every clip SNAC really encodes (codec.encode still runs), in order."""
+    from axolotl_orpheus import codec
+
+    lengths: list[int] = []
+    real_encode = codec.encode
+
+    def recording(model, clips, *args, **kwargs):
+        lengths.extend(len(clip) for clip in clips)
+        return real_encode(model, clips, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "encode", recording)
+    return lengths

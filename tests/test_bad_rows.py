@@ -170,24 +170,8 @@ def test_raise_mode_stops_encoding_at_the_first_bad_clip(tmp_path, tokenizer, st
     assert len(rows) == 6 and len(list(cache.rglob("*.codes"))) == 6  # skip mode encodes them all
 
 
-@pytest.fixture
-def encoded_lengths(monkeypatch):
-    """The length in samples of every clip SNAC encodes (codec.encode still runs)."""
-    from axolotl_orpheus import codec
-
-    lengths: list[int] = []
-    real = codec.encode
-
-    def recording(model, clips, *args, **kwargs):
-        lengths.extend(len(clip) for clip in clips)
-        return real(model, clips, *args, **kwargs)
-
-    monkeypatch.setattr(codec, "encode", recording)
-    return lengths
-
-
 @pytest.mark.parametrize("dedupe", [False, True])
-def test_a_clip_too_long_for_sequence_len_is_refused_before_it_is_encoded_whole(dedupe, tmp_path, tokenizer, standins, encoded_lengths):
+def test_a_clip_too_long_for_sequence_len_is_refused_before_it_is_encoded_whole(dedupe, tmp_path, tokenizer, standins, encoded):
     """40 s of stereo 48 kHz speech against sequence_len 400 (55 frames at most). Without dedupe the header alone
     shows it cannot fit: nothing is encoded. With dedupe, only codes show how many frames a row keeps: its first
     110 frames (and 12 of context) are encoded, keep more than 55, and the rest is never decoded or encoded."""
@@ -199,10 +183,10 @@ def test_a_clip_too_long_for_sequence_len_is_refused_before_it_is_encoded_whole(
     rows, report = run(tokenizer, standins, tmp_path / "metadata.csv", sequence_len=400, orpheus_remove_duplicate_frames=dedupe)
     assert len(rows) == 0
     assert summarize([report])["dropped"]["longer_than_sequence_len"]["count"] == 1
-    assert encoded_lengths == ([(110 + 12) * 2048] if dedupe else [])
+    assert encoded == ([(110 + 12) * 2048] if dedupe else [])
 
 
-def test_a_long_clip_that_dedupe_makes_fit_is_kept(tmp_path, tokenizer, standins, encoded_lengths):
+def test_a_long_clip_that_dedupe_makes_fit_is_kept(tmp_path, tokenizer, standins, encoded):
     """20 s of silence holds far more frames than sequence_len 400 allows, but its frames repeat: the start alone
     does not show it too long, so it is encoded whole and kept (a silent_audio warning says why to look)."""
     write(tmp_path / "quiet.wav", np.zeros(20 * SAMPLE_RATE, np.float32))
@@ -210,4 +194,4 @@ def test_a_long_clip_that_dedupe_makes_fit_is_kept(tmp_path, tokenizer, standins
     rows, report = run(tokenizer, standins, tmp_path / "metadata.csv", sequence_len=400)
     assert len(rows) == 1 and len(rows[0]["input_ids"]) <= 400
     assert summarize([report])["warnings"]["silent_audio"]["count"] == 1
-    assert encoded_lengths == [(110 + 12) * 2048, 20 * SAMPLE_RATE]
+    assert encoded == [(110 + 12) * 2048, 20 * SAMPLE_RATE]

@@ -20,22 +20,6 @@ def rows_for(tokenizer, standins):
     return partial(prepare, tokenizer, orpheus_snac_model=str(standins["snac"]))
 
 
-@pytest.fixture
-def encode_calls(monkeypatch):
-    """Every call of codec.encode: the tests of what fails before encoding assert there was none."""
-    from axolotl_orpheus import codec
-
-    calls: list[int] = []
-    real = codec.encode
-
-    def counting(model, clips, *args, **kwargs):
-        calls.append(len(clips))
-        return real(model, clips, *args, **kwargs)
-
-    monkeypatch.setattr(codec, "encode", counting)
-    return calls
-
-
 def reference_rows(stock_snac, tokenizer, speech, metadata, speaker=True, dedupe=True):
     return [
         reference_row(stock_snac, tokenizer, clip, row["text"], row["speaker"] if speaker else None, dedupe)
@@ -93,12 +77,12 @@ def test_renamed_columns(rows_for, parquet_24k):
     assert renamed["input_ids"] == rows_for(parquet_24k)["input_ids"]
 
 
-def test_wrong_column_names_list_the_columns(rows_for, parquet_24k, encode_calls):
+def test_wrong_column_names_list_the_columns(rows_for, parquet_24k, encoded):
     with pytest.raises(ValueError, match=r"no text 'transcript' column. The dataset has columns \['audio', 'text', 'speaker'\]"):
         rows_for(parquet_24k, orpheus_text_column="transcript")
     with pytest.raises(ValueError, match="no speaker 'voice' column"):
         rows_for(parquet_24k, orpheus_speaker_column="voice")
-    assert encode_calls == []
+    assert encoded == []
 
 
 def test_any_format_rate_and_channel_count(rows_for, tmp_path, stock_snac, metadata, audiofolder_24k):
@@ -148,17 +132,17 @@ def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, stock_s
     assert list(report.speaker_rows) == ["tara"]
 
 
-def test_a_tokenizer_without_the_orpheus_layout_fails_before_encoding(rows_for, parquet_24k, tokenizer, standins, encode_calls):
+def test_a_tokenizer_without_the_orpheus_layout_fails_before_encoding(rows_for, parquet_24k, tokenizer, standins, encoded):
     import copy
 
     plain = copy.deepcopy(tokenizer)
     plain.convert_tokens_to_ids = lambda token: 0  # as a tokenizer without Orpheus' custom tokens answers
     with pytest.raises(ValueError, match=r"does not have the Orpheus layout: <\|eot_id\|> is id 0, not 128009.*canopylabs"):
         prepare(plain, parquet_24k, orpheus_snac_model=str(standins["snac"]))
-    assert encode_calls == []
+    assert encoded == []
 
 
-def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_path, standins, encode_calls):
+def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_path, standins, encoded):
     import json
     import shutil
 
@@ -168,7 +152,7 @@ def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_pa
     (tmp_path / "snac_32khz" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"32000 Hz model .* needs the 24 kHz model .*hubertsiuzdak/snac_24khz"):
         rows_for(parquet_24k, orpheus_snac_model=str(tmp_path / "snac_32khz"))
-    assert encode_calls == []
+    assert encoded == []
 
 
 def test_an_empty_speaker_column_name_asks_for_text_only_prompts(rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata):
