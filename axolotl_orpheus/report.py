@@ -161,7 +161,7 @@ def summary_text(summary: dict) -> str:
     ]
     if summary.get("dropped_by_axolotl"):
         lines.append(f"  dropped by axolotl after the strategy: {summary['dropped_by_axolotl']['count']} ({AXOLOTL_DROPS})")
-    if summary["codes_cache_entries_repaired"]:
+    if summary.get("codes_cache_entries_repaired"):  # .get: reports written before it was counted
         lines.append(f"  codes cache: {summary['codes_cache_entries_repaired']} damaged entries encoded again")
     for kind, hints in (("dropped", DROP_REASONS), ("warnings", WARNING_REASONS)):
         for reason, entry in summary[kind].items():
