@@ -158,3 +158,17 @@ def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_pa
 def test_an_empty_speaker_column_name_asks_for_text_only_prompts(rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata):
     rows = rows_for(parquet_24k, orpheus_speaker_column="")
     assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, speaker=False)
+
+
+def test_a_transcript_quoting_special_tokens_stays_text_in_the_row(rows_for, tmp_path, audiofolder_24k, tokenizer):
+    """A transcript holding `<|eot_id|>` or `<custom_token_5>` is tokenized as its characters: between BOS and the
+    prompt's end_of_text there is no Llama-3 special, Orpheus control or audio id, and the text reads back whole."""
+    name = "clip_05.wav"
+    (tmp_path / name).write_bytes((audiofolder_24k / name).read_bytes())
+    text = "Type <|eot_id|> then <custom_token_5> and <laugh> now."
+    (tmp_path / "metadata.csv").write_text(f'file_name,text,speaker\n{name},"{text}",ada\n')
+    (ids,) = rows_for(tmp_path / "metadata.csv")["input_ids"]
+    prompt_end = ids.index(layout.START_OF_SPEECH) - 3  # end_of_text, end_of_human, start_of_ai, start_of_speech
+    assert ids[:2] == [layout.START_OF_HUMAN, layout.START_OF_TEXT] and ids[prompt_end] == layout.END_OF_TEXT
+    assert max(ids[2:prompt_end]) < layout.START_OF_TEXT
+    assert tokenizer.decode(ids[2:prompt_end]) == f"ada: {text}"
