@@ -1,16 +1,29 @@
-"""The plugin's YAML keys: top-level `orpheus_*` options, validated by axolotl when the plugin is listed."""
+"""The plugin's YAML keys: top-level `orpheus_*` options, validated by axolotl when the plugin is listed, and
+the keys the plugin writes under each Orpheus dataset entry for the strategy."""
 
+import hashlib
+import json
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from axolotl_orpheus import __version__
 
 # The reference recipe's models and sequence length (axolotl's examples/orpheus).
 DEFAULT_BASE_MODEL = "canopylabs/orpheus-3b-0.1-pretrained"
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 DEFAULT_SEQUENCE_LEN = 8192
-# Keys that never change a prepared row (training-time samples, where codes are cached), so changing them
-# does not re-prepare data.
-NOT_IN_ROWS = {"orpheus_sample_prompts", "orpheus_sample_max_new_tokens", "orpheus_codes_cache"}
+# Keys that never change a prepared row (training-time samples, where codes are cached, how fast SNAC runs),
+# so changing them does not re-prepare data.
+NOT_IN_ROWS = {"orpheus_sample_prompts", "orpheus_sample_max_new_tokens", "orpheus_codes_cache", "orpheus_cpu_kernels"}
+
+# Under each Orpheus dataset entry's `message_property_mappings`, the one dict of an entry that survives axolotl's
+# validation and is part of its prepared-dataset hash, the plugin writes for the strategy:
+FINGERPRINT_KEY = "orpheus_settings"  # the settings' fingerprint: rows prepared under other settings are not reused
+SOURCE_KEY = "orpheus_source"  # the user's data files, where the entry reads a copy of them
+SPLIT_KEY = "orpheus_split"  # "test" for test_datasets entries
+# In the config while `axolotl preprocess` loads datasets: the plugin's list that each strategy adds its report to.
+REPORTS_KEY = "orpheus_reports"
 
 
 class SamplePrompt(BaseModel):
@@ -85,9 +98,8 @@ class OrpheusArgs(BaseModel):
         default=None,
         ge=1,
         json_schema_extra={
-            "description": "Clips of equal padded length SNAC encodes together (default: 1 on cpu, where "
-            "batching is slower; on a GPU as many as make up 320 s of audio, about 7 GB of activations, halved "
-            "when the GPU runs out of memory); clips are sorted by length first, and batching never changes a code."
+            "description": "Clips of equal padded length SNAC encodes together (default: 1 on cpu; on a GPU a "
+            "fixed amount of audio per batch, halved when the GPU runs out of memory); batching never changes a code."
         },
     )
     orpheus_encode_devices: list[str] | None = Field(
@@ -100,9 +112,15 @@ class OrpheusArgs(BaseModel):
     orpheus_compile: bool = Field(
         default=False,
         json_schema_extra={
-            "description": "torch.compile SNAC's encoder (one-time compilation of about 25 s, cached by torch): "
-            "about 0.02% of codes differ from eager SNAC's, and on CPU it is slower than the default path's "
-            "C kernels. Unmeasured on GPUs."
+            "description": "torch.compile SNAC's encoder (compiled once, cached by torch); a few codes differ "
+            "from eager SNAC's."
+        },
+    )
+    orpheus_cpu_kernels: bool = Field(
+        default=True,
+        json_schema_extra={
+            "description": "On CPU, run SNAC's Snake and depthwise and 1x1 convolutions as C kernels built at load, "
+            "each only where it gives torch's values; false: torch's own kernels. The codes are the same."
         },
     )
     orpheus_codes_cache: bool | str = Field(
@@ -139,11 +157,29 @@ class OrpheusArgs(BaseModel):
         default=1200, ge=7, json_schema_extra={"description": "Token budget per sample sentence (7 per frame)."}
     )
 
+    @model_validator(mode="after")
+    def keys_agree(self):
+        """Rules that span keys, checked when the config loads."""
+        low, high = self.orpheus_min_seconds, self.orpheus_max_seconds
+        if low is not None and high is not None and low > high:
+            raise ValueError(
+                f"orpheus_min_seconds ({low:g}) is more than orpheus_max_seconds ({high:g}), which would drop every "
+                "clip; lower orpheus_min_seconds or raise orpheus_max_seconds"
+            )
+        kinds = {name.split(":")[0] for name in self.orpheus_encode_devices or []}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"orpheus_encode_devices {self.orpheus_encode_devices} mixes device kinds {sorted(kinds)}; list "
+                "devices of one kind, e.g. [cuda:0, cuda:1]"
+            )
+        return self
+
     @classmethod
     def from_cfg(cls, cfg) -> "OrpheusArgs":
         """The options set in an axolotl config (raw or validated), defaults for the rest."""
         return cls.model_validate({name: cfg[name] for name in cls.model_fields if cfg.get(name) is not None})
 
-    def row_settings(self) -> dict:
-        """The settings that shape the prepared rows (all but NOT_IN_ROWS)."""
-        return self.model_dump(mode="json", exclude=NOT_IN_ROWS)
+    def fingerprint(self) -> str:
+        """A digest of the settings that shape the prepared rows (all but NOT_IN_ROWS) and of this package's version."""
+        settings = json.dumps(self.model_dump(mode="json", exclude=NOT_IN_ROWS), sort_keys=True)
+        return hashlib.md5(f"{__version__}|{settings}".encode()).hexdigest()

@@ -1,7 +1,8 @@
 """Audio loading: decode a row's audio, downmix to mono, resample each clip from its own rate to 24 kHz.
 
-We decode with soundfile instead of datasets' `Audio` decoding, which needs torchcodec and cannot load
-beside a CPU torch (facts.md). soundfile reads wav, flac, ogg and mp3, integer or float samples.
+We decode with soundfile instead of datasets' `Audio` decoding, which needs torchcodec, whose wheel needs FFmpeg
+and CUDA libraries and cannot load beside a CPU build of torch. soundfile reads wav, flac, ogg and mp3, integer
+or float samples.
 
 Clips are decoded, downmixed and resampled a block at a time, so that memory holds the 24 kHz mono clip
 and one block whatever the file's length, rate and channels. soxr's streaming resampler gives exactly the
@@ -13,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import soundfile
@@ -191,7 +194,7 @@ class _AudioFile:
         self._checked(lambda: self.sound.seek(0))
         remaining = self.sound.frames
         while remaining > 0:
-            block = self._checked(lambda: self.sound.read(min(frames, remaining), dtype="float32", always_2d=True))
+            block = self._checked(partial(self.sound.read, min(frames, remaining), dtype="float32", always_2d=True))
             if not len(block):  # fewer frames than the header said: a file cut short
                 return
             remaining -= len(block)

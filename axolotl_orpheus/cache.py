@@ -2,7 +2,7 @@
 
 Encoding is the whole cost of preprocessing. With the codes cached, re-running `axolotl preprocess` after
 changing only text, prompt or label options reads codes instead of encoding, and several nodes can fill
-one shared cache in parallel (see the README's multi-node recipe).
+one shared cache in parallel (docs/scale-out.md).
 
 Layout: <root>/<namespace>/<key[:2]>/<key>.codes, where the namespace digests the SNAC weights, the
 decode/resample pipeline and the encoder (eager or compiled), and the key digests a clip's encoded bytes.
@@ -23,18 +23,18 @@ import struct
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile
 import soxr
 
-from axolotl_orpheus import __version__, codec
+from axolotl_orpheus import __version__
 from axolotl_orpheus.audio import SAMPLE_RATE
-from axolotl_orpheus.layout import CODEBOOK_SIZE, TOKENS_PER_FRAME
+from axolotl_orpheus.layout import CODEBOOK_SIZE, CONTEXT_FRAMES, TOKENS_PER_FRAME, WINDOW_FRAMES, Codes
 
 CACHE_FOLDER = "orpheus_codes"  # under datasets' cache folder by default
 ABOUT_FILE = "about.json"
@@ -45,8 +45,9 @@ HEADER = struct.Struct("<4sH16s")  # magic, entry format, blake2b-128 of everyth
 FACTS = struct.Struct("<IdH")  # frames, seconds, bytes of comma-separated warnings
 # Whatever turns a clip's bytes into codes, besides the SNAC weights: a change here must miss.
 PIPELINE = (
-    f"entry format {ENTRY_FORMAT}; libsndfile {soundfile.__libsndfile_version__}; mono mean; soxr {soxr.__version__} HQ to {SAMPLE_RATE} Hz; "
-    f"windows of {codec.WINDOW_FRAMES} frames with {codec.CONTEXT_FRAMES} of context; "
+    f"entry format {ENTRY_FORMAT}; libsndfile {soundfile.__libsndfile_version__}; mono mean; "
+    f"soxr {soxr.__version__} HQ to {SAMPLE_RATE} Hz; "
+    f"windows of {WINDOW_FRAMES} frames with {CONTEXT_FRAMES} of context; "
     "IEEE fp32 (TF32 off)"  # earlier GPU entries came from TF32, which changes codes
 )
 
@@ -61,7 +62,7 @@ def default_root() -> Path:
 class Entry:
     """One clip's cached codes and what the row checks need to know about its audio."""
 
-    codes: codec.Codes
+    codes: Codes
     seconds: float
     warnings: tuple[str, ...]
 
@@ -79,7 +80,9 @@ def _pack(entry: Entry) -> bytes:
     first, second, third = (np.asarray(level) for level in entry.codes)
     frames = len(first)
     if frames == 0 or (len(second), len(third)) != (2 * frames, 4 * frames):
-        raise ValueError(f"SNAC codes are levels of n, 2n and 4n codes (n >= 1), not of {len(first)}, {len(second)} and {len(third)}")
+        raise ValueError(
+            f"SNAC codes are levels of n, 2n and 4n codes (n >= 1), not of {len(first)}, {len(second)} and {len(third)}"
+        )
     codes = np.concatenate([first, second, third])
     if codes.min() < 0 or codes.max() >= CODEBOOK_SIZE:
         raise ValueError(f"SNAC codes are in 0..{CODEBOOK_SIZE - 1}, not {codes.min()}..{codes.max()}")
@@ -124,8 +127,9 @@ class CodesCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         about = self.folder / ABOUT_FILE
         if not about.exists():  # for people looking into the folder
-            about.write_text(json.dumps({"snac_model": snac_name, "snac_sha256": snac_digest, "pipeline": PIPELINE, "encoder": encoder,
-                                         "written_by": f"axolotl-orpheus {__version__}"}, indent=2) + "\n")
+            written = {"snac_model": snac_name, "snac_sha256": snac_digest, "pipeline": PIPELINE, "encoder": encoder,
+                       "written_by": f"axolotl-orpheus {__version__}"}
+            about.write_text(json.dumps(written, indent=2) + "\n")
 
     def path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.codes"
@@ -233,3 +237,25 @@ def delete_unused(root: Path, days: float) -> tuple[int, int]:
         if not any(folder.glob("*/*.codes")) and (not about.exists() or about.stat().st_mtime < cutoff):
             shutil.rmtree(folder, ignore_errors=True)
     return deleted, freed
+
+
+def plural(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def listing(root: Path) -> str:
+    """What `axolotl-orpheus cache` prints: the cache's clips and disk use, then each namespace's."""
+    found = namespaces(root)
+    if not found:
+        return f"no codes in {root}"
+    clips, size = sum(n.entries for n in found), sum(n.disk_bytes for n in found)
+    lines = [f"codes cache {root}: {plural(clips, 'clip')}, {size / 1e6:.1f} MB on disk, "
+             f"in {plural(len(found), 'namespace')}"]
+    for namespace in found:
+        about = namespace.about
+        used = time.strftime("%Y-%m-%d", time.localtime(namespace.last_used)) if namespace.last_used else "never"
+        lines.append(f"  {namespace.folder.name}  {about.get('snac_model') or 'SNAC model unknown'} "
+                     f"({about.get('encoder', '?')}): {plural(namespace.entries, 'clip')}, "
+                     f"{namespace.disk_bytes / 1e6:.1f} MB, last used {used}")
+        lines.append(f"      {about.get('pipeline', '')} (written by {about.get('written_by', '?')})")
+    return "\n".join(lines)

@@ -3,114 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-from importlib import resources
 from pathlib import Path
-
-import yaml
 
 from axolotl_orpheus.args import DEFAULT_BASE_MODEL, DEFAULT_SEQUENCE_LEN, DEFAULT_SNAC_MODEL
 
-DATA = resources.files("axolotl_orpheus") / "data"
-BUNDLED_CLIPS = DATA / "clips"
-STANDINS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "axolotl_orpheus"
-
-
-def decode_row(prepared_dir: Path, row: int, snac_model: str, out: Path, device: str | None = None) -> float:
-    """Decode one prepared row's audio tokens back to a 24 kHz wav; returns its duration in seconds."""
-    from datasets import load_from_disk
-
-    from axolotl_orpheus import codec, layout
-    from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
-
-    rows = load_from_disk(str(prepared_dir))
-    if not 0 <= row < len(rows):
-        raise SystemExit(f"{prepared_dir} has rows 0..{len(rows) - 1}; there is no row {row}")
-    try:
-        frames = layout.speech_frames(rows[row]["input_ids"])
-    except ValueError as exc:
-        raise SystemExit(f"row {row} of {prepared_dir} is not a well-formed Orpheus row: {exc}") from exc
-    samples = codec.decode(codec.load_snac(snac_model, device), layout.deinterleave(frames))
-    write_wav(out, samples, SAMPLE_RATE)
-    return len(samples) / SAMPLE_RATE
-
-
-def hub_answers(repo_id: str) -> bool:
-    """Whether the model hub serves `repo_id` now (offline machines and HF_HUB_OFFLINE=1 say no)."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        hf_hub_download(repo_id, "config.json")
-        return True
-    except Exception:  # noqa: BLE001 - any failure to reach the hub means: use the stand-ins
-        return False
-
-
-def demo_config(out: Path, tokenizer: str, snac_model: str, base_model: Path, max_steps: int | None = None) -> dict:
-    """The CPU demo's axolotl config: data/cpu-demo.yml (examples/cpu-demo.yml) with models and paths filled in."""
-    config = yaml.safe_load((DATA / "cpu-demo.yml").read_text())
-    config.update(
-        base_model=str(base_model),
-        tokenizer_config=tokenizer,
-        datasets=[{"path": str(BUNDLED_CLIPS), "type": "axolotl_orpheus.tts"}],
-        orpheus_snac_model=snac_model,
-        dataset_prepared_path=str(out / "prepared"),
-        output_dir=str(out / "model"),
-    )
-    if max_steps is not None:
-        config["max_steps"] = max_steps
-    return config
-
-
-def newest_prepared_dataset(prepared_root: Path) -> Path:
-    """The prepared dataset folder `axolotl preprocess` just wrote (dataset_prepared_path/<hash>)."""
-    folders = [p.parent for p in prepared_root.glob("*/dataset_info.json")]
-    if not folders:
-        raise SystemExit(f"no prepared dataset under {prepared_root}")
-    return max(folders, key=lambda p: p.stat().st_mtime)
-
-
-def run_axolotl(command: str, config: Path, env: dict[str, str]) -> None:
-    print(f"\n$ axolotl {command} {config}", flush=True)
-    subprocess.run([sys.executable, "-m", "axolotl.cli.main", command, str(config)], check=True, env=env)
-
 
 def demo(args: argparse.Namespace) -> None:
-    from axolotl_orpheus.standins import build_standins
+    from axolotl_orpheus.demo import run_demo
 
-    out = Path(args.out).resolve()
-    # axolotl train starts `accelerate` from PATH: put this interpreter's scripts first, as an active venv would.
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    env = {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "PATH": path}
-    standins = build_standins(STANDINS_CACHE / "standins")
-    # A 3B model does not train on a CPU: the demo always trains a tiny Llama with Orpheus' vocabulary.
-    if hub_answers(DEFAULT_SNAC_MODEL) and hub_answers(DEFAULT_BASE_MODEL):
-        tokenizer, snac_model = DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL
-        print(f"Using the real tokenizer {tokenizer} and codec {snac_model}.")
-    else:
-        tokenizer, snac_model = str(standins["tokenizer"]), str(standins["snac"])
-        env["HF_HUB_OFFLINE"] = "1"
-        print(
-            "The model hub does not answer: using local stand-ins, a tokenizer with the Orpheus layout and "
-            "SNAC 24 kHz with random weights (so the decoded audio below is noise, not speech)."
-        )
-    config = out / "cpu-demo.yml"
-    out.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump(demo_config(out, tokenizer, snac_model, standins["model"], args.max_steps)))
-    run_axolotl("preprocess", config, env)
-    run_axolotl("train", config, env)
-    prepared = newest_prepared_dataset(out / "prepared")
-    listen = out / "row0.wav"
-    seconds = decode_row(prepared, 0, snac_model, listen)
+    run = run_demo(Path(args.out), args.max_steps)
     print(
-        f"\nDone.\n  config:        {config}\n  prepared rows: {prepared}\n  model:         {out / 'model'}\n"
-        f"  listen:        {listen} ({seconds:.2f} s, row 0 decoded back through SNAC)"
+        f"\nDone.\n  config:        {run.config}\n  prepared rows: {run.prepared}\n  model:         {run.model}\n"
+        f"  listen:        {run.listen} ({run.listen_seconds:.2f} s, row 0 decoded back through SNAC)"
     )
 
 
 def decode(args: argparse.Namespace) -> None:
+    from axolotl_orpheus.demo import decode_row
+
     seconds = decode_row(Path(args.prepared_dir), args.row, args.snac_model, Path(args.out), args.device)
     print(f"wrote {args.out} ({seconds:.2f} s at 24 kHz)")
 
@@ -138,16 +48,18 @@ def speak(args: argparse.Namespace) -> None:
 
 
 def init(args: argparse.Namespace) -> None:
-    from axolotl_orpheus import starter
+    from axolotl_orpheus import survey
 
-    found = starter.survey(args.dataset)
+    found = survey.survey(args.dataset)
     print(found.summary())
     for warning in found.warnings(args.sequence_len):
         print(f"warning: {warning}")
     if not found.speaker_column and not args.voice:
         print("note: no speaker column and no --voice: prompts are the text alone; --voice NAME names the voice")
     out = Path(args.out)
-    out.write_text(starter.write_config(found, str(out), args.voice, args.base_model, args.snac_model, args.sequence_len))
+    out.write_text(
+        survey.write_config(found, str(out), args.voice, args.base_model, args.snac_model, args.sequence_len)
+    )
     print(f"wrote {out}: run `axolotl preprocess {out}` then `axolotl train {out}`")
 
 
@@ -166,8 +78,6 @@ def report(args: argparse.Namespace) -> None:
 
 
 def cache(args: argparse.Namespace) -> None:
-    import time
-
     from axolotl_orpheus import cache as codes_cache
 
     root = Path(args.folder) if args.folder else codes_cache.default_root()
@@ -175,24 +85,9 @@ def cache(args: argparse.Namespace) -> None:
         if args.delete_unused_for < 0:
             raise SystemExit("--delete-unused-for takes a number of days, 0 or more")
         deleted, freed = codes_cache.delete_unused(root, args.delete_unused_for)
-        print(f"deleted the codes of {_count(deleted, 'clip')} unused for {args.delete_unused_for:g} days "
-              f"({freed / 1e6:.1f} MB)")
-    found = codes_cache.namespaces(root)
-    if not found:
-        print(f"no codes in {root}")
-        return
-    clips, size = sum(n.entries for n in found), sum(n.disk_bytes for n in found)
-    print(f"codes cache {root}: {_count(clips, 'clip')}, {size / 1e6:.1f} MB on disk, in {_count(len(found), 'namespace')}")
-    for namespace in found:
-        about = namespace.about
-        used = time.strftime("%Y-%m-%d", time.localtime(namespace.last_used)) if namespace.last_used else "never"
-        print(f"  {namespace.folder.name}  {about.get('snac_model') or 'SNAC model unknown'} ({about.get('encoder', '?')}): "
-              f"{_count(namespace.entries, 'clip')}, {namespace.disk_bytes / 1e6:.1f} MB, last used {used}")
-        print(f"      {about.get('pipeline', '')} (written by {about.get('written_by', '?')})")
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+        print(f"deleted the codes of {codes_cache.plural(deleted, 'clip')} unused for {args.delete_unused_for:g} "
+              f"days ({freed / 1e6:.1f} MB)")
+    print(codes_cache.listing(root))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     report_parser.set_defaults(func=report)
 
     cache_parser = commands.add_parser("cache", help="list the SNAC codes cache's namespaces; delete what went unused")
-    cache_parser.add_argument("folder", nargs="?", help="default: HF_DATASETS_CACHE/orpheus_codes (orpheus_codes_cache: true)")
+    cache_parser.add_argument("folder", nargs="?",
+                              help="default: HF_DATASETS_CACHE/orpheus_codes (orpheus_codes_cache: true)")
     cache_parser.add_argument("--delete-unused-for", type=float, metavar="DAYS",
                               help="delete entries neither written nor read for DAYS days, then namespaces left empty")
     cache_parser.set_defaults(func=cache)

@@ -12,7 +12,6 @@ in one process stops them all before their next chunk.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from axolotl_orpheus import audio, codec, layout
 from axolotl_orpheus.cache import CodesCache, Entry
-from axolotl_orpheus.layout import SAMPLES_PER_FRAME
+from axolotl_orpheus.layout import CONTEXT_FRAMES, SAMPLES_PER_FRAME
 
 BATCHES_PER_CHUNK = 4  # batches' worth of clips decoded at a time: enough equal lengths to fill batches
 
@@ -77,6 +76,7 @@ class EncodeSettings:
     snac_model: str
     batch_size: int | None  # clips per batch; None: codec.BATCH_SECONDS of audio
     compile: bool
+    cpu_kernels: bool = True
     stop_at_failure: bool = False  # the run will raise on the first bad clip: encoding on is wasted time
     # The most frames a row can hold once duplicate frames are dropped; a clip whose header shows more is probed first.
     max_kept_frames: int | None = None
@@ -89,7 +89,7 @@ def default_batch_size(device: torch.device) -> int | None:
 
 def frames(job: Job) -> int:
     """The job's clip in SNAC frames, from its header's length (SNAC pads even the shortest clip to one frame)."""
-    return max(1, math.ceil(job.seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME))
+    return max(1, layout.whole_frames(job.seconds * audio.SAMPLE_RATE))
 
 
 def length_chunks(jobs: list[Job], batch_size: int | None, batches: int = BATCHES_PER_CHUNK) -> list[list[Job]]:
@@ -109,10 +109,10 @@ def probe_length(model, source: Any, base_dir: str | None, job: Job, max_kept_fr
     """Whether a clip longer than a row can hold fits once its duplicate frames are dropped, learned from its start
     alone: an AudioError (longer_than_sequence_len) when its first frames already keep too many, else None (it
     may fit: encode it whole). Decodes and encodes twice the frames that fit, with context after them so that
-    their codes are the whole clip's (codec.CONTEXT_FRAMES, as windows have), whatever the clip's length."""
+    their codes are the whole clip's (CONTEXT_FRAMES, as windows have), whatever the clip's length."""
     probed = 2 * max_kept_frames
     try:
-        clip = audio.load_checked_clip(source, base_dir, max_samples=(probed + codec.CONTEXT_FRAMES) * SAMPLES_PER_FRAME)
+        clip = audio.load_checked_clip(source, base_dir, max_samples=(probed + CONTEXT_FRAMES) * SAMPLES_PER_FRAME)
     except audio.AudioError as exc:
         return exc
     (codes,) = codec.encode(model, [clip.samples])
@@ -142,7 +142,7 @@ def encode_share(
     every process sharing the work)."""
     if threads:
         torch.set_num_threads(threads)
-    model = codec.load_snac(settings.snac_model, device, compile_encoder=settings.compile)
+    model = codec.load_snac(settings.snac_model, device, settings.compile, settings.cpu_kernels)
     on_cpu = torch.device(device).type == "cpu"
     # On CPU, torch's threads already use every core; on a GPU, CPU decoding is what keeps it busy.
     decoders = ThreadPoolExecutor(1 if on_cpu else min(8, multiprocessing.cpu_count()))

@@ -1,10 +1,13 @@
 """The Orpheus token layout: special ids, SNAC code interleaving, duplicate frames, row framing.
 
-Pure numpy, no model: every function here is the specification of what a training row looks like
-(facts.md, "Orpheus token layout"), so the strategy, the decoder and the tests all share it.
+Pure numpy, no model: every function here is the specification of what a training row looks like, as
+Orpheus' own tokenizer, training data and decoder have it, so the strategy, the decoder and the tests all
+share it.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -25,6 +28,15 @@ TOKENS_PER_FRAME = 7
 SAMPLES_PER_FRAME = 2048  # one coarse SNAC frame at 24 kHz
 IGNORE_INDEX = -100
 
+# One clip's SNAC codes: its three levels of n, 2n and 4n codes.
+Codes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+# Clips longer than this are encoded in windows: the encoder needs about 21 MB per second of audio, so a
+# one-hour clip in one pass would need 75 GB. Each window sees CONTEXT_FRAMES of audio on both sides, far
+# beyond the encoder's receptive field (about 190 ms), so its codes equal those of the whole clip.
+WINDOW_FRAMES = 704  # 60 s
+CONTEXT_FRAMES = 12  # 1 s
+
 # Which SNAC level, and which of that level's codes inside one coarse frame, each of the 7 positions
 # carries: position k holds level FRAME_LEVELS[k], code FRAME_SLOTS[k] of the frame's 1, 2 or 4 codes.
 FRAME_LEVELS = np.array([0, 1, 2, 2, 1, 2, 2])
@@ -35,6 +47,11 @@ FRAME_OFFSETS = AUDIO_TOKENS_START + CODEBOOK_SIZE * np.arange(TOKENS_PER_FRAME)
 PROMPT_PREFIX = np.array([START_OF_HUMAN])
 PROMPT_SUFFIX = np.array([END_OF_TEXT, END_OF_HUMAN, START_OF_AI, START_OF_SPEECH])
 SPEECH_SUFFIX = np.array([END_OF_SPEECH, END_OF_AI])
+
+
+def whole_frames(samples: float) -> int:
+    """The SNAC frames a clip of `samples` samples at 24 kHz is encoded as: SNAC pads it to whole frames."""
+    return math.ceil(samples / SAMPLES_PER_FRAME)
 
 
 def interleave(c0: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:

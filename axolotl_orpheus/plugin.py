@@ -15,33 +15,21 @@ from axolotl.integrations.base import BasePlugin
 from axolotl.utils.logging import get_logger
 from datasets import config as datasets_config
 
-from axolotl_orpheus import __version__
-from axolotl_orpheus.args import OrpheusArgs
-from axolotl_orpheus.report import COLLECTED, full_report, summary_text, write_report
+from axolotl_orpheus.args import FINGERPRINT_KEY, REPORTS_KEY, SOURCE_KEY, SPLIT_KEY, OrpheusArgs
+from axolotl_orpheus.report import DatasetReport, full_report, summary_text, write_report
+from axolotl_orpheus.reproducible import files_digest
 
 LOG = get_logger(__name__)
 
 STRATEGY_TYPE = "axolotl_orpheus.tts"
-# The key under each Orpheus dataset entry's `message_property_mappings` that holds the settings'
-# fingerprint. That field survives validation and is part of axolotl's prepared-dataset hash.
-FINGERPRINT_KEY = "orpheus_settings"
-SPLIT_KEY = "orpheus_split"  # "test" for test_datasets entries
 # An audiofolder's metadata files, as datasets names them.
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 # The axolotl `ds_type` that reads a data file, by its extension.
 DS_TYPES = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-# The key under an Orpheus entry's `message_property_mappings` naming the user's data files when the entry
-# reads a copy of them: the report and errors name the user's files.
-SOURCE_KEY = "orpheus_source"
 # Under HF_DATASETS_CACHE: the csv copies, one folder per content digest. The digest covers this format
 # tag, so a change to the conversion makes new copies.
 CSV_COPIES = "orpheus_csv"
 CSV_FORMAT = b"orpheus-csv-cells-as-text-1\n"
-
-
-def settings_fingerprint(settings: OrpheusArgs) -> str:
-    """A digest of the orpheus_* settings that shape rows and of this package's version."""
-    return hashlib.md5(f"{__version__}|{json.dumps(settings.row_settings(), sort_keys=True)}".encode()).hexdigest()
 
 
 def cells_as_text(csv_file: Path) -> Path:
@@ -66,7 +54,9 @@ def cells_as_text(csv_file: Path) -> Path:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
-        raise ValueError(f"Orpheus dataset {csv_file} is empty. To fix: start it with a header row, e.g. file_name,text")
+        raise ValueError(
+            f"Orpheus dataset {csv_file} is empty. To fix: start it with a header row, e.g. file_name,text"
+        )
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise ValueError(
@@ -172,24 +162,24 @@ def pin_fingerprint(prepared: Path) -> None:
     """
     state_file = prepared / "state.json"
     state = json.loads(state_file.read_text())
-    digest = hashlib.sha256()
-    for data_file in state["_data_files"]:
-        with open(prepared / data_file["filename"], "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    state["_fingerprint"] = digest.hexdigest()[:16]
+    digest = files_digest(prepared / data_file["filename"] for data_file in state["_data_files"])
+    state["_fingerprint"] = digest[:16]
     state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
 class OrpheusPlugin(BasePlugin):
     """Fine-tune Orpheus TTS on raw audio + text with `type: axolotl_orpheus.tts` datasets."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports: list[DatasetReport] = []  # of the datasets encoded in this `axolotl preprocess`
+
     def get_input_args(self) -> str:
         return "axolotl_orpheus.args.OrpheusArgs"
 
     def register(self, cfg: dict) -> None:
         """Rewrite the raw config's Orpheus dataset entries before axolotl validates and loads them."""
-        fingerprint = settings_fingerprint(OrpheusArgs.from_cfg(cfg))
+        fingerprint = OrpheusArgs.from_cfg(cfg).fingerprint()
         for key in ("datasets", "test_datasets"):
             for entry in cfg.get(key) or []:
                 if str(entry.get("type", "")).startswith(STRATEGY_TYPE):
@@ -217,10 +207,14 @@ class OrpheusPlugin(BasePlugin):
         from axolotl.utils.data.shared import generate_dataset_hash_from_config, get_prepared_dataset_path
         from datasets import load_from_disk
 
-        COLLECTED.clear()
-        dataset_meta = load_datasets(cfg=cfg)
+        self.reports.clear()
+        cfg[REPORTS_KEY] = self.reports  # each strategy adds its dataset's report
+        try:
+            dataset_meta = load_datasets(cfg=cfg)
+        finally:
+            del cfg[REPORTS_KEY]
         for split, entries in (("train", cfg.datasets), ("test", cfg.test_datasets)):
-            reports = [report for report in COLLECTED if report.split == split]
+            reports = [report for report in self.reports if report.split == split]
             if not reports:  # prepared before: nothing was encoded or framed
                 continue
             dataset_hash = generate_dataset_hash_from_config(cfg, entries, reports[0].tokenizer)
@@ -243,7 +237,7 @@ class OrpheusPlugin(BasePlugin):
                 "`axolotl-orpheus speak --model OUTPUT_DIR`"
             )
             return []
-        from axolotl_orpheus.samples import SpeechSamplesCallback
+        from axolotl_orpheus.callbacks import SpeechSamplesCallback
 
         return [
             SpeechSamplesCallback(
@@ -252,5 +246,6 @@ class OrpheusPlugin(BasePlugin):
                 settings.orpheus_snac_model,
                 settings.orpheus_sample_max_new_tokens,
                 trainer.callback_handler.callbacks,
+                settings.orpheus_cpu_kernels,
             )
         ]

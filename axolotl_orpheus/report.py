@@ -34,7 +34,9 @@ DROP_REASONS = {
     "longer_than_sequence_len": "split the clip or raise sequence_len (about 82 tokens per second of audio)",
 }
 # What axolotl may drop after the strategy, before it saves the rows.
-AXOLOTL_DROPS = "axolotl's own steps after the Orpheus strategy: dataset_exact_deduplication, sample packing's row checks"
+AXOLOTL_DROPS = (
+    "axolotl's own steps after the Orpheus strategy: dataset_exact_deduplication, sample packing's row checks"
+)
 # Kept, but worth a look.
 WARNING_REASONS = {
     "silent_audio": "the clip is silent (peak below -80 dBFS)",
@@ -78,10 +80,6 @@ class DatasetReport:
         name = speaker or ""
         self.speaker_rows[name] = self.speaker_rows.get(name, 0) + 1
         self.speaker_seconds[name] = self.speaker_seconds.get(name, 0.0) + seconds
-
-
-# The reports of the datasets encoded in this process, in order: the plugin writes them after preprocess.
-COLLECTED: list[DatasetReport] = []
 
 
 def _by_reason(reports: list[DatasetReport], attribute: str) -> dict[str, dict]:
@@ -160,7 +158,8 @@ def summary_text(summary: dict) -> str:
         f"(sequence_len {tokens['sequence_len']})",
     ]
     if summary.get("dropped_by_axolotl"):
-        lines.append(f"  dropped by axolotl after the strategy: {summary['dropped_by_axolotl']['count']} ({AXOLOTL_DROPS})")
+        dropped = summary["dropped_by_axolotl"]["count"]
+        lines.append(f"  dropped by axolotl after the strategy: {dropped} ({AXOLOTL_DROPS})")
     if summary.get("codes_cache_entries_repaired"):  # .get: reports written before it was counted
         lines.append(f"  codes cache: {summary['codes_cache_entries_repaired']} damaged entries encoded again")
     for kind, hints in (("dropped", DROP_REASONS), ("warnings", WARNING_REASONS)):
@@ -177,7 +176,8 @@ def report_table(report: dict) -> str:
     for name, part in [*((d["dataset"], d) for d in report["datasets"]), ("total", report["total"])]:
         dropped = sum(entry["count"] for entry in part["dropped"].values())
         lines.append(
-            f"{name if len(name) <= 48 else '...' + name[-45:]:<48} {part['rows_in']:>8} {part['rows_out']:>8} {part['audio_hours_in']:>9.3f} "
+            f"{name if len(name) <= 48 else '...' + name[-45:]:<48} {part['rows_in']:>8} {part['rows_out']:>8} "
+            f"{part['audio_hours_in']:>9.3f} "
             f"{part['audio_hours_out']:>9.3f} {dropped:>8}"
         )
     return "\n".join(lines) + "\n\n" + summary_text(report["total"])
@@ -209,7 +209,8 @@ def plot_report(report: dict, png: Path) -> Path:
         tokens.legend()
     tokens.set_title("tokens per row")
     names = list(total["speakers"]) or [""]
-    speakers.barh([name or "(no speaker)" for name in names], [total["speakers"].get(n, {}).get("hours", 0) for n in names])
+    hours = [total["speakers"].get(name, {}).get("hours", 0) for name in names]
+    speakers.barh([name or "(no speaker)" for name in names], hours)
     speakers.set(xlabel="hours", title="hours per speaker")
     figure.tight_layout()
     figure.savefig(png, dpi=100)

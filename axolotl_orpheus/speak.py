@@ -18,6 +18,7 @@ from transformers import LogitsProcessor
 
 from axolotl_orpheus import codec, layout
 from axolotl_orpheus.audio import SAMPLE_RATE
+from axolotl_orpheus.reproducible import seeded
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -103,8 +104,7 @@ def generate_speech(
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
+        with seeded(seed, device):
             output = model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),

@@ -33,6 +33,8 @@ from tokenizers import AddedToken, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
+from axolotl_orpheus.reproducible import seeded
+
 # Bump whenever what the builders write changes, so old caches get rebuilt.
 STANDINS_VERSION = "orpheus-standins-2"
 
@@ -95,7 +97,7 @@ def build_tokenizer(out_dir: Path) -> Path:
 
     # Added to the tokenizers object so they live only in tokenizer.json; added
     # through transformers they would also be listed one by one in
-    # tokenizer_config.json, which doubles the load time (about 4 s instead of 2).
+    # tokenizer_config.json, which doubles the load time.
     custom = [
         AddedToken(f"<custom_token_{n}>", special=True, normalized=False)
         for n in range(NUM_CUSTOM_TOKENS)
@@ -114,7 +116,7 @@ def build_tokenizer(out_dir: Path) -> Path:
 def _calibrate_quantizers(model: snac.SNAC, audio: torch.Tensor) -> None:
     """Make a random SNAC's codes follow the audio, as a trained one's do.
 
-    With random weights the encoder's latents all point one way, so a 3 s clip gets about 3 distinct
+    With random weights the encoder's latents all point one way, so a clip of seconds gets a handful of distinct
     coarse codes: duplicate-frame removal then drops nearly every frame and hides layout bugs. Centring
     each level's projection on real speech and drawing its codebook from those projected latents gives
     varied codes that change with the audio.
@@ -140,9 +142,7 @@ def build_snac(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = sorted((resources.files("axolotl_orpheus") / "data" / "clips").glob("*.wav"))
     speech = torch.from_numpy(np.concatenate([load_clip(str(clip)) for clip in clips]))[None, None]
-    # fork_rng keeps the fixed seed from leaking into the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = snac.SNAC(**SNAC_24KHZ_CONFIG).eval()
     _calibrate_quantizers(model, speech)
     (out_dir / "config.json").write_text(json.dumps(SNAC_24KHZ_CONFIG, indent=2) + "\n")
@@ -165,8 +165,7 @@ def build_llama(out_dir: Path, tokenizer_dir: Path) -> Path:
         bos_token_id=BOS_ID,
         eos_token_id=EOS_ID,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = LlamaForCausalLM(config).to(torch.float32)
     model.save_pretrained(out_dir)
     # axolotl loads the tokenizer from base_model unless told otherwise.

@@ -9,20 +9,21 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy
 from axolotl.utils.logging import get_logger
 from datasets import Audio, Dataset, Features, Sequence, Value
 from tqdm.auto import tqdm
 
 from axolotl_orpheus import layout
-from axolotl_orpheus.args import OrpheusArgs
-from axolotl_orpheus.plugin import FINGERPRINT_KEY, SOURCE_KEY, SPLIT_KEY, settings_fingerprint
-from axolotl_orpheus.report import COLLECTED, DROP_REASONS, DatasetReport, summarize, summary_text
+from axolotl_orpheus.args import FINGERPRINT_KEY, REPORTS_KEY, SOURCE_KEY, SPLIT_KEY, OrpheusArgs
+from axolotl_orpheus.report import DROP_REASONS, DatasetReport, summarize, summary_text
 
 try:
     from axolotl_orpheus import audio, codec, encoding
@@ -87,7 +88,7 @@ def data_folder(path: str | None) -> str | None:
     return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
 
 
-def audio_frames(codes: codec.Codes, settings: OrpheusArgs) -> np.ndarray:
+def audio_frames(codes: layout.Codes, settings: OrpheusArgs) -> np.ndarray:
     """One clip's SNAC codes -> its (n, 7) frames of audio tokens, duplicate frames dropped if asked."""
     frames = layout.interleave(*codes)
     return frames[layout.duplicate_frame_mask(frames)] if settings.orpheus_remove_duplicate_frames else frames
@@ -121,7 +122,10 @@ def speaker_text(speaker: Any) -> str:
 class OrpheusTTSStrategy(DatasetWrappingStrategy):
     """Decodes, resamples and SNAC-encodes each row's audio, then frames it with its tokenized prompt."""
 
-    def __init__(self, tokenizer, settings: OrpheusArgs, ds_cfg: dict[str, Any], sequence_len: int | None):
+    def __init__(
+        self, tokenizer, settings: OrpheusArgs, ds_cfg: dict[str, Any], sequence_len: int | None,
+        reports: list[DatasetReport],
+    ):
         self.tokenizer = tokenizer
         self.settings = settings
         # The user's data file when the entry reads a converted copy of it; audio resolves against `path`.
@@ -133,6 +137,30 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         self.base_dir = data_folder(ds_cfg.get("path"))
         split = (ds_cfg.get("message_property_mappings") or {}).get(SPLIT_KEY, "train")
         self.report = DatasetReport(str(self.dataset_path), tokenizer.name_or_path, sequence_len, split)
+        self.reports = reports  # the plugin's, during `axolotl preprocess`: it writes them beside the rows
+
+    def wrap_dataset(self, dataset, process_count: int | None = None, keep_in_memory: bool | None = False, **kwargs):
+        """Raw rows -> training rows: check the columns and the tokenizer, check every row, encode the clips the
+        codes cache lacks, then frame each kept row from its codes."""
+        if not isinstance(dataset, Dataset):
+            raise ValueError(
+                f"Orpheus dataset {self.dataset_path}: streaming datasets are not supported; "
+                "remove `streaming: true` so the audio can be encoded during `axolotl preprocess`."
+            )
+        columns = self.columns(dataset)
+        layout.check_tokenizer(self.tokenizer)
+        if isinstance(dataset.features[columns.audio], Audio):
+            # Rows become {bytes, path}: we decode them ourselves, without torchcodec.
+            dataset = dataset.cast_column(columns.audio, Audio(decode=False))
+        snac_digest = codec.weights_digest(self.settings.orpheus_snac_model)
+        self.reports.append(self.report)
+        with self.codes_cache(snac_digest) as cache:
+            plan, jobs = self.scan(dataset, columns, cache)
+            self.encode(plan, jobs, encoding.AudioColumn(dataset, columns.audio, self.base_dir), cache)
+            rows = self.frame(dataset, columns, plan, cache, self.fingerprint(dataset, plan, snac_digest),
+                              bool(keep_in_memory))
+        LOG.info(f"{self.dataset_path}:\n{summary_text(summarize([self.report]))}")
+        return rows
 
     def columns(self, dataset: Dataset) -> Columns:
         """The columns to read, or an error listing the columns there are. Per-dataset keys win."""
@@ -143,7 +171,8 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         speaker_column = self.dataset_keys.get("speaker", self.settings.orpheus_speaker_column)
         if audio_column not in names and audio_column == "audio" and AUDIOFOLDER_FILE_COLUMN in names:
             audio_column = AUDIOFOLDER_FILE_COLUMN
-        missing = [f"{key} {column!r}" for key, column in (("audio", audio_column), ("text", text_column)) if column not in names]
+        required = (("audio", audio_column), ("text", text_column))
+        missing = [f"{key} {column!r}" for key, column in required if column not in names]
         if speaker_column == default_speaker and speaker_column not in names:
             # The seed's recipe names its speaker column speaker_id, Unsloth's and canopy's source.
             recipes_column = next((name for name in ("speaker_id", "source") if name in names), None)
@@ -165,93 +194,27 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             )
         return Columns(audio_column, text_column, speaker_column, self.dataset_keys.get("voice"))
 
-    def wrap_dataset(self, dataset, process_count: int | None = None, keep_in_memory: bool | None = False, **kwargs):
-        if not isinstance(dataset, Dataset):
-            raise ValueError(
-                f"Orpheus dataset {self.dataset_path}: streaming datasets are not supported; "
-                "remove `streaming: true` so the audio can be encoded during `axolotl preprocess`."
-            )
-        columns = self.columns(dataset)
-        layout.check_tokenizer(self.tokenizer)
-        if isinstance(dataset.features[columns.audio], Audio):
-            # Rows become {bytes, path}: we decode them ourselves, without torchcodec.
-            dataset = dataset.cast_column(columns.audio, Audio(decode=False))
-        devices = codec.pick_devices(self.settings.orpheus_device, self.settings.orpheus_encode_devices)
-        snac_digest = codec.weights_digest(self.settings.orpheus_snac_model)
-        COLLECTED.append(self.report)
-        with open_cache(
-            self.settings.orpheus_codes_cache, snac_digest, self.settings.orpheus_compile, self.settings.orpheus_snac_model
-        ) as cache:
-            plan, jobs = self.scan(dataset, columns, cache)
-            seconds = sum(job.seconds for job in jobs)
-            keys = [entry.key for entry in plan if isinstance(entry, Planned)]
-            repeated = len(keys) - len(set(keys))
-            LOG.info(
-                f"Orpheus: {len(dataset)} rows, {len(jobs)} clips ({seconds / 60:.1f} min) to encode with SNAC "
-                f"{self.settings.orpheus_snac_model} on {', '.join(map(str, devices))}"
-                + (f"; {repeated} rows repeat another row's audio, encoded once" if repeated else "")
-                + f"; codes cache {cache.root if self.settings.orpheus_codes_cache is not False else 'off (kept for this run only)'}"
-            )
-            settings = encoding.EncodeSettings(
-                self.settings.orpheus_snac_model,
-                self.settings.orpheus_encode_batch_size or encoding.default_batch_size(devices[0]),
-                self.settings.orpheus_compile,
-                stop_at_failure=self.settings.orpheus_on_bad_row == "raise",
-                # With duplicate frames dropped only codes tell a row's length: a long clip's first frames are
-                # encoded to learn whether it can fit (without, the header did; check_row).
-                max_kept_frames=self.max_frames() if self.settings.orpheus_remove_duplicate_frames else None,
-            )
-            column = encoding.AudioColumn(dataset, columns.audio, self.base_dir)
-            started = time.perf_counter()
-            failed = encoding.encode_missing(jobs, column, cache, settings, devices)
-            if jobs:
-                spent = time.perf_counter() - started
-                LOG.info(f"Orpheus: encoded {len(jobs)} clips in {spent:.1f} s, {seconds / spent:.0f}x real time")
-            # Rows that share a clip share its fate.
-            failed_keys = {job.key: failed[job.row] for job in jobs if job.row in failed}
-            for row, entry in enumerate(plan):
-                if isinstance(entry, Planned) and entry.key in failed_keys:
-                    error = failed_keys[entry.key]
-                    plan[row] = self.reject(row, column.sources([row])[0], error.reason, str(error), error.seconds)
-            self.report.codes_repaired = cache.damaged
-            if cache.damaged:
-                LOG.warning(f"Orpheus: {cache.damaged} damaged entries in the codes cache {cache.root} were encoded again")
-            # One process: framing is cheap, and the report counts rows in order.
-            rows = dataset.select_columns(columns.read()).map(
-                partial(self.frame_rows, plan=plan, cache=cache, columns=columns),
-                batched=True,
-                batch_size=MAP_BATCH_SIZE,
-                with_indices=True,
-                remove_columns=columns.read(),
-                features=ROW_FEATURES,
-                keep_in_memory=bool(keep_in_memory),
-                # Audio files named by path can change while the table does not: never reuse a map cache.
-                load_from_cache_file=False,
-                new_fingerprint=self.fingerprint(dataset, plan, snac_digest),
-                desc="Orpheus: framing rows",
-            )
-        LOG.info(f"{self.dataset_path}:\n{summary_text(summarize([self.report]))}")
-        return rows
+    def codes_cache(self, snac_digest: str) -> AbstractContextManager[CodesCache]:
+        settings = self.settings
+        return open_cache(
+            settings.orpheus_codes_cache, snac_digest, settings.orpheus_compile, settings.orpheus_snac_model
+        )
 
-    def fingerprint(self, dataset: Dataset, plan: list[Planned | Rejected], snac_digest: str) -> str:
-        """The prepared rows' fingerprint: the settings, the table, and every row's audio content (its codes'
-        key) or reason to be dropped, so that no datasets cache of rows made from other clips is ever reused."""
-        digest = hashlib.md5()
-        for part in (dataset._fingerprint, settings_fingerprint(self.settings), repr(sorted(self.dataset_keys.items())),
-                     str(self.sequence_len), snac_digest, self.tokenizer.name_or_path):
-            digest.update(f"{part}|".encode())
-        digest.update("\n".join(entry.key if isinstance(entry, Planned) else entry.reason for entry in plan).encode())
-        return digest.hexdigest()
-
-    def reject(self, index: int, source: Any, reason: str, detail: str, seconds: float = 0.0) -> Rejected:
-        """A bad row, to count in the report; with orpheus_on_bad_row: raise, an error naming the row and fix."""
-        if self.settings.orpheus_on_bad_row == "raise":
-            raise RowError(
-                f"Orpheus dataset {self.dataset_path}, row {index} ({audio.describe_source(source)}): {detail}. "
-                f"To fix: {DROP_REASONS[reason]}; or set orpheus_on_bad_row: skip to drop such rows and count "
-                "them in orpheus_report.json."
-            )
-        return Rejected(reason, seconds)
+    def scan(self, dataset: Dataset, columns: Columns, cache: CodesCache) -> tuple[list, list[encoding.Job]]:
+        """Check every row before encoding any: a plan entry per row, and the clips the cache lacks, once each."""
+        plan: list[Planned | Rejected] = []
+        jobs: dict[str, encoding.Job] = {}  # by key: a clip that several rows hold is encoded once
+        batches = dataset.select_columns(columns.read()).iter(batch_size=MAP_BATCH_SIZE)
+        with tqdm(total=len(dataset), desc="Orpheus: reading audio", unit="row") as progress:
+            for batch in batches:
+                speakers = batch[columns.speaker] if columns.speaker else [None] * len(batch[columns.audio])
+                for source, text, speaker in zip(batch[columns.audio], batch[columns.text], speakers):
+                    entry, job = self.check_row(len(plan), source, text, speaker, columns, cache)
+                    plan.append(entry)
+                    if job:
+                        jobs.setdefault(job.key, job)
+                progress.update(len(speakers))
+        return plan, list(jobs.values())
 
     def check_row(self, index: int, source: Any, text: Any, speaker: Any, columns: Columns, cache: CodesCache):
         """A row's Planned codes (cached, or a Job to encode them), or why it cannot be used.
@@ -273,16 +236,21 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         if header and header.frames == 0:  # SNAC would be asked for a clip of no frames
             return self.reject(index, source, "empty_audio", "the audio has no samples"), None
         if self.settings.orpheus_max_seconds and seconds > self.settings.orpheus_max_seconds:
-            return self.reject(index, source, "longer_than_max_seconds", f"the clip lasts {seconds:.1f} s", seconds), None
+            detail = f"the clip lasts {seconds:.1f} s"
+            return self.reject(index, source, "longer_than_max_seconds", detail, seconds), None
         if self.settings.orpheus_min_seconds and seconds < self.settings.orpheus_min_seconds:
-            return self.reject(index, source, "shorter_than_min_seconds", f"the clip lasts {seconds:.2f} s", seconds), None
+            detail = f"the clip lasts {seconds:.2f} s"
+            return self.reject(index, source, "shorter_than_min_seconds", detail, seconds), None
         max_frames = self.max_frames()
         if header and max_frames and not self.settings.orpheus_remove_duplicate_frames:
             # Every frame is kept: the header shows a clip too long before any encoding. The lower bound allows for
             # lossy formats' headers, which can count a few frames more than decode.
             least = int(0.99 * header.frames * audio.SAMPLE_RATE / header.rate) // layout.SAMPLES_PER_FRAME
             if least > max_frames:
-                detail = f"the clip lasts {seconds:.1f} s, at least {least} frames; sequence_len {self.sequence_len} holds {max_frames}"
+                detail = (
+                    f"the clip lasts {seconds:.1f} s, at least {least} frames; sequence_len {self.sequence_len} "
+                    f"holds {max_frames}"
+                )
                 return self.reject(index, source, "longer_than_sequence_len", detail, seconds), None
         return Planned(key), None if cached else encoding.Job(index, key, seconds)
 
@@ -294,21 +262,74 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         framing = len(layout.PROMPT_PREFIX) + 2 + len(layout.PROMPT_SUFFIX) + len(layout.SPEECH_SUFFIX)
         return max(0, self.sequence_len - framing) // layout.TOKENS_PER_FRAME
 
-    def scan(self, dataset: Dataset, columns: Columns, cache: CodesCache) -> tuple[list, list[encoding.Job]]:
-        """Check every row before encoding any: a plan entry per row, and the clips the cache lacks, once each."""
-        plan: list[Planned | Rejected] = []
-        jobs: dict[str, encoding.Job] = {}  # by key: a clip that several rows hold is encoded once
-        batches = dataset.select_columns(columns.read()).iter(batch_size=MAP_BATCH_SIZE)
-        with tqdm(total=len(dataset), desc="Orpheus: reading audio", unit="row") as progress:
-            for batch in batches:
-                speakers = batch[columns.speaker] if columns.speaker else [None] * len(batch[columns.audio])
-                for source, text, speaker in zip(batch[columns.audio], batch[columns.text], speakers):
-                    entry, job = self.check_row(len(plan), source, text, speaker, columns, cache)
-                    plan.append(entry)
-                    if job:
-                        jobs.setdefault(job.key, job)
-                progress.update(len(speakers))
-        return plan, list(jobs.values())
+    def reject(self, index: int, source: Any, reason: str, detail: str, seconds: float = 0.0) -> Rejected:
+        """A bad row, to count in the report; with orpheus_on_bad_row: raise, an error naming the row and fix."""
+        if self.settings.orpheus_on_bad_row == "raise":
+            raise RowError(
+                f"Orpheus dataset {self.dataset_path}, row {index} ({audio.describe_source(source)}): {detail}. "
+                f"To fix: {DROP_REASONS[reason]}; or set orpheus_on_bad_row: skip to drop such rows and count "
+                "them in orpheus_report.json."
+            )
+        return Rejected(reason, seconds)
+
+    def encode(self, plan: list[Planned | Rejected], jobs: list[encoding.Job], column: encoding.AudioColumn,
+               cache: CodesCache) -> None:
+        """Encode the clips the cache lacks; a row whose clip SNAC cannot encode becomes Rejected in `plan`."""
+        devices = codec.pick_devices(self.settings.orpheus_device, self.settings.orpheus_encode_devices)
+        seconds = sum(job.seconds for job in jobs)
+        keys = [entry.key for entry in plan if isinstance(entry, Planned)]
+        repeated = len(keys) - len(set(keys))
+        kept = cache.root if self.settings.orpheus_codes_cache is not False else "off (kept for this run only)"
+        LOG.info(
+            f"Orpheus: {len(plan)} rows, {len(jobs)} clips ({seconds / 60:.1f} min) to encode with SNAC "
+            f"{self.settings.orpheus_snac_model} on {', '.join(map(str, devices))}"
+            + (f"; {repeated} rows repeat another row's audio, encoded once" if repeated else "")
+            + f"; codes cache {kept}"
+        )
+        started = time.perf_counter()
+        failed = encoding.encode_missing(jobs, column, cache, self.encode_settings(devices[0]), devices)
+        if jobs:
+            spent = time.perf_counter() - started
+            LOG.info(f"Orpheus: encoded {len(jobs)} clips in {spent:.1f} s, {seconds / spent:.0f}x real time")
+        # Rows that share a clip share its fate.
+        failed_keys = {job.key: failed[job.row] for job in jobs if job.row in failed}
+        for row, entry in enumerate(plan):
+            if isinstance(entry, Planned) and entry.key in failed_keys:
+                error = failed_keys[entry.key]
+                plan[row] = self.reject(row, column.sources([row])[0], error.reason, str(error), error.seconds)
+        self.report.codes_repaired = cache.damaged
+        if cache.damaged:
+            LOG.warning(f"Orpheus: {cache.damaged} damaged entries in the codes cache {cache.root} were encoded again")
+
+    def encode_settings(self, device: torch.device) -> encoding.EncodeSettings:
+        return encoding.EncodeSettings(
+            self.settings.orpheus_snac_model,
+            self.settings.orpheus_encode_batch_size or encoding.default_batch_size(device),
+            self.settings.orpheus_compile,
+            self.settings.orpheus_cpu_kernels,
+            stop_at_failure=self.settings.orpheus_on_bad_row == "raise",
+            # With duplicate frames dropped only codes tell a row's length: a long clip's first frames are
+            # encoded to learn whether it can fit (without, the header did; check_row).
+            max_kept_frames=self.max_frames() if self.settings.orpheus_remove_duplicate_frames else None,
+        )
+
+    def frame(self, dataset: Dataset, columns: Columns, plan: list[Planned | Rejected], cache: CodesCache,
+              fingerprint: str, keep_in_memory: bool) -> Dataset:
+        """The training rows, framed from the cached codes in one process: framing is cheap, and the report counts
+        rows in order."""
+        return dataset.select_columns(columns.read()).map(
+            partial(self.frame_rows, plan=plan, cache=cache, columns=columns),
+            batched=True,
+            batch_size=MAP_BATCH_SIZE,
+            with_indices=True,
+            remove_columns=columns.read(),
+            features=ROW_FEATURES,
+            keep_in_memory=keep_in_memory,
+            # Audio files named by path can change while the table does not: never reuse a map cache.
+            load_from_cache_file=False,
+            new_fingerprint=fingerprint,
+            desc="Orpheus: framing rows",
+        )
 
     def frame_rows(self, batch: dict[str, list], indices: list[int], plan: list, cache: CodesCache, columns: Columns):
         """Training rows from the cached codes of a batch of rows; every rejected row counted, in order."""
@@ -324,9 +345,11 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             if cached is None:
                 raise RuntimeError(
                     f"Orpheus dataset {self.dataset_path}, row {index}: its codes vanished from the codes cache "
-                    f"{cache.root} while preprocessing; run preprocess again and leave the cache folder alone meanwhile."
+                    f"{cache.root} while preprocessing; run preprocess again and leave the cache folder alone "
+                    "meanwhile."
                 )
-            kept.append((index, source, text, columns.voice if columns.speaker is None else speaker_text(speaker), cached))
+            voice = columns.voice if columns.speaker is None else speaker_text(speaker)
+            kept.append((index, source, text, voice, cached))
         if not kept:  # tokenizers reject an empty batch
             return {name: [] for name in ROW_FEATURES}
         prompts = [layout.prompt_text(text, speaker) for _, _, text, speaker, _ in kept]
@@ -347,6 +370,15 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             rows.append(training)
         return {name: [row[name] for row in rows] for name in ROW_FEATURES}
 
+    def fingerprint(self, dataset: Dataset, plan: list[Planned | Rejected], snac_digest: str) -> str:
+        """The prepared rows' fingerprint: the settings, the table, and every row's audio content (its codes'
+        key) or reason to be dropped, so that no datasets cache of rows made from other clips is ever reused."""
+        digest = hashlib.md5()
+        for part in (dataset._fingerprint, self.settings.fingerprint(), repr(sorted(self.dataset_keys.items())),
+                     str(self.sequence_len), snac_digest, self.tokenizer.name_or_path):
+            digest.update(f"{part}|".encode())
+        digest.update("\n".join(entry.key if isinstance(entry, Planned) else entry.reason for entry in plan).encode())
+        return digest.hexdigest()
 
 def load(tokenizer, cfg, ds_cfg: dict[str, Any] | None = None) -> OrpheusTTSStrategy:
     ds_cfg = ds_cfg or {}
@@ -355,4 +387,5 @@ def load(tokenizer, cfg, ds_cfg: dict[str, Any] | None = None) -> OrpheusTTSStra
             "`type: axolotl_orpheus.tts` needs the Orpheus plugin. Add it to your config:\n"
             "plugins:\n  - axolotl_orpheus.OrpheusPlugin"
         )
-    return OrpheusTTSStrategy(tokenizer, OrpheusArgs.from_cfg(cfg), ds_cfg, cfg.get("sequence_len"))
+    reports = cfg[REPORTS_KEY] if REPORTS_KEY in cfg else []
+    return OrpheusTTSStrategy(tokenizer, OrpheusArgs.from_cfg(cfg), ds_cfg, cfg.get("sequence_len"), reports)

@@ -1,12 +1,13 @@
 """Preprocessing speed and memory: this project against eager SNAC and the reference recipe, in one run.
 
-    python benchmarks/preprocess.py [--minutes 10] [--clip-seconds S] [--corpus AUDIOFOLDER] [--device cpu|cuda] [--compile] [--workers N] [--rounds N]
+    python benchmarks/preprocess.py [--minutes 10] [--clip-seconds S] [--corpus AUDIOFOLDER] [--device cpu|cuda]
+                                    [--compile] [--workers N] [--rounds N]
 
 Measures, on the same corpus (default: distinct variants of the bundled clips, each at another gain so no
 cache can collapse them, --minutes of audio in all; --clip-seconds joins them into longer clips), with the
 codes cache cold:
   (a) eager SNAC encode of every clip, one at a time (encode calls only: the limit),
-  (b) a straightforward per-row re-implementation of the reference recipe (tests/reference_recipe.py),
+  (b) a straightforward per-row re-implementation of the reference recipe (benchmarks/reference_recipe.py),
   (c) this project's strategy end to end (raw rows in, training rows out: checks, decoding, resampling,
       encoding, framing), inside axolotl's own preprocess in a fresh process; the whole preprocess after
       axolotl's start-up (preprocess_s: adds loading the tokenizer and data and saving) and the whole
@@ -15,7 +16,7 @@ audio-seconds per second for each, c/a and c/b, the fraction of audio tokens ide
 then (c) again after a label option change (every code from the cache), and (c) on a tenth of the corpus
 to compare peak RSS. The last line printed is one JSON object with those figures.
 
-Stock SNAC's speed changes from one run to the next with the state of glibc's heap (README, Figures) and
+Stock SNAC's speed changes from one run to the next with the state of glibc's heap (docs/performance.md) and
 the machine's load; --rounds N runs (a), (b) and (c) N times in turn (each (c) with a cold cache) and
 reports each round and the medians: c/a and c/b are the medians of each round's ratios, codes_identical the
 lowest round's.
@@ -46,14 +47,10 @@ import soundfile
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the reference recipe oracle lives with the tests
-
-from reference_recipe import reference_row  # noqa: E402
-
-from axolotl_orpheus import codec, layout  # noqa: E402
-from axolotl_orpheus.audio import SAMPLE_RATE, load_clip  # noqa: E402
-from axolotl_orpheus.cli import BUNDLED_CLIPS, STANDINS_CACHE, demo_config, newest_prepared_dataset  # noqa: E402
+from axolotl_orpheus import codec, layout
+from axolotl_orpheus.audio import SAMPLE_RATE, load_clip
+from axolotl_orpheus.demo import BUNDLED_CLIPS, STANDINS_CACHE, demo_config, newest_prepared_dataset
+from reference_recipe import reference_row  # a neighbour: Python puts a script's folder on sys.path
 
 
 def make_corpus(folder: Path, minutes: float, clip_seconds: float = 0.0) -> Path:
@@ -87,16 +84,6 @@ def read_corpus(folder: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def stock_snac(name_or_path: str, device: str):
-    """SNAC as its own package builds it (stock Snake), weights loaded safely."""
-    from snac import SNAC
-
-    config_file, weights_file = codec.snac_files(name_or_path)
-    model = SNAC(**json.loads(config_file.read_text()))
-    model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
-    return model.eval().to(device)
-
-
 def eager_encode(model, clips: list[np.ndarray], device: str) -> tuple[float, list]:
     """(a): one clip at a time, timing only the encode calls; in IEEE fp32 like the strategy, since with
     cuDNN's default TF32 a GPU's codes are not even reproducible across batch sizes ((b) keeps the default)."""
@@ -119,7 +106,8 @@ def reference_recipe(model, tokenizer, folder: Path, rows: list[dict], device: s
     model = model.to(device)
     start = time.perf_counter()
     for row in rows:
-        reference_row(model, tokenizer, load_clip(row["file_name"], str(folder)), row["text"], row["speaker"], device=device)
+        clip = load_clip(row["file_name"], str(folder))
+        reference_row(model, tokenizer, clip, row["text"], row["speaker"], device=device)
     return time.perf_counter() - start
 
 
@@ -228,8 +216,10 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="an audiofolder (metadata.csv with file_name,text,speaker)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="orpheus_compile: true for (c)")
-    parser.add_argument("--workers", type=int, default=1, help="encoding processes on --device for (c) (orpheus_encode_devices)")
-    parser.add_argument("--rounds", type=int, default=1, help="run (a), (b) and (c) this many times in turn; report medians")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="encoding processes on --device for (c) (orpheus_encode_devices)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run (a), (b) and (c) this many times in turn; report medians")
     parser.add_argument("--snac-model", help="default: the stand-in SNAC 24 kHz (random weights)")
     parser.add_argument("--tokenizer", help="default: the stand-in Orpheus tokenizer")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed after)")
@@ -239,8 +229,9 @@ def main() -> None:
         print(json.dumps(run_preprocess(args.run_preprocess)))
         return
 
-    from axolotl_orpheus.standins import build_standins
     from transformers import AutoTokenizer
+
+    from axolotl_orpheus.standins import build_standins
 
     standins = build_standins(STANDINS_CACHE / "standins")
     snac_model = args.snac_model or str(standins["snac"])
@@ -253,7 +244,7 @@ def main() -> None:
         audio_seconds = sum(len(clip) for clip in clips) / SAMPLE_RATE
         print(f"corpus: {len(rows)} clips, {audio_seconds / 60:.1f} minutes; device {args.device}", flush=True)
 
-        model = stock_snac(snac_model, args.device)
+        model = codec.load_stock_snac(snac_model, args.device)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
         project = partial(project_preprocess, tokenizer=tokenizer_name, snac_model=snac_model,
                           base_model=standins["model"], device=args.device, orpheus_compile=args.compile,
@@ -283,7 +274,8 @@ def main() -> None:
         codes_identical = min(r["codes_identical"] for r in rounds)
         cold, prepared = first
         if args.rounds > 1:
-            print(f"medians of {args.rounds} rounds: (a) {audio_seconds / a_seconds:.2f}, (b) {audio_seconds / b_seconds:.2f}, "
+            print(f"medians of {args.rounds} rounds: (a) {audio_seconds / a_seconds:.2f}, "
+                  f"(b) {audio_seconds / b_seconds:.2f}, "
                   f"(c) {audio_seconds / c_seconds:.2f} audio-s/s; c/a {median['vs_limit']:.3f}, "
                   f"c/b {median['vs_reference']:.3f}", flush=True)
         # A label option changed: same audio, so every code comes from the cache.
@@ -294,7 +286,8 @@ def main() -> None:
               f"({c_seconds / warm['strategy_s']:.1f}x faster than cold), axolotl preprocess {warm['preprocess_s']} s "
               f"({median['preprocess_s'] / warm['preprocess_s']:.1f}x)", flush=True)
         # A tenth of the corpus, cold: peak RSS must not grow with the data.
-        small_corpus = make_corpus(work / "small-corpus", audio_seconds / 600, args.clip_seconds) if not args.corpus else None
+        small_minutes = audio_seconds / 600
+        small_corpus = None if args.corpus else make_corpus(work / "small-corpus", small_minutes, args.clip_seconds)
         small = project(work / "small", small_corpus, codes_cache=work / "small-codes")[0] if small_corpus else None
         figures = {
             "audio_seconds": round(audio_seconds, 2),
@@ -320,7 +313,8 @@ def main() -> None:
             "tenth_of_the_corpus": small,
             "peak_rss_growth_for_10x_data": round(cold["peak_rss_mb"] / small["peak_rss_mb"], 3) if small else None,
             "peak_rss_mb_benchmark": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+                       f"{torch.get_num_threads()} threads",
         }
         print(json.dumps(figures))
     finally:

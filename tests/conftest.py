@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import soundfile  # noqa: E402
 
 from axolotl_orpheus.audio import SAMPLE_RATE, load_clip  # noqa: E402
-from axolotl_orpheus.cli import BUNDLED_CLIPS  # noqa: E402
+from axolotl_orpheus.demo import BUNDLED_CLIPS  # noqa: E402
 
 CLIPS_DIR = Path(str(BUNDLED_CLIPS))
 # Where snac_model runs: ORPHEUS_TEST_DEVICE=cuda runs the codec's exactness tests on a GPU
@@ -57,14 +57,9 @@ def snac_model(standins):
 def stock_snac(standins):
     """SNAC exactly as its own package builds it (as the reference recipe's from_pretrained would), for the
     oracle: our load_snac swaps in an in-place Snake and residual sum that must not change any value."""
-    import json
+    from axolotl_orpheus import codec
 
-    import torch
-    from snac import SNAC
-
-    model = SNAC(**json.loads((standins["snac"] / "config.json").read_text()))
-    model.load_state_dict(torch.load(standins["snac"] / "pytorch_model.bin", weights_only=True))
-    return model.eval()
+    return codec.load_stock_snac(str(standins["snac"]))
 
 
 @pytest.fixture(scope="session")

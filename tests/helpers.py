@@ -7,7 +7,7 @@ from pathlib import Path
 from axolotl.utils.dict import DictDefault
 from datasets import Dataset, load_dataset
 
-from axolotl_orpheus.plugin import FINGERPRINT_KEY
+from axolotl_orpheus.args import FINGERPRINT_KEY
 from axolotl_orpheus.report import DatasetReport
 
 

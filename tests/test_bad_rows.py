@@ -13,7 +13,8 @@ from axolotl_orpheus.tts import RowError
 from conftest import CLIPS_DIR
 from helpers import prepare_report
 
-GOOD = ["clip_04.wav", "clip_05.wav"]  # two short bundled clips (clip_04 has a duplicate frame), rows 0 and 2 of every case
+# two short bundled clips (clip_04 has a duplicate frame), rows 0 and 2 of every case
+GOOD = ["clip_04.wav", "clip_05.wav"]
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -34,13 +35,23 @@ CASES = {
     "missing file": (lambda p: None, "bad", "missing_file", {}),
     "zero-length audio": (lambda p: write(p, np.zeros(0, np.float32)), "bad", "empty_audio", {}),
     "shorter than one frame": (lambda p: write(p, speech(0.05)), "bad", "shorter_than_one_frame", {}),
-    "NaN samples": (lambda p: write(p, np.r_[speech(1.0), np.nan].astype(np.float32), "FLOAT"), "bad", "non_finite_samples", {}),
-    "inf samples": (lambda p: write(p, np.r_[speech(1.0), np.inf].astype(np.float32), "FLOAT"), "bad", "non_finite_samples", {}),
+    "NaN samples": (
+        lambda p: write(p, np.r_[speech(1.0), np.nan].astype(np.float32), "FLOAT"), "bad", "non_finite_samples", {}
+    ),
+    "inf samples": (
+        lambda p: write(p, np.r_[speech(1.0), np.inf].astype(np.float32), "FLOAT"), "bad", "non_finite_samples", {}
+    ),
     "missing text": (lambda p: write(p, speech(1.0)), "", "no_text", {}),
     "empty text": (lambda p: write(p, speech(1.0)), '"  "', "empty_text", {}),
-    "longer than orpheus_max_seconds": (lambda p: write(p, speech(6.0)), "bad", "longer_than_max_seconds", {"orpheus_max_seconds": 4}),
-    "shorter than orpheus_min_seconds": (lambda p: write(p, speech(0.5)), "bad", "shorter_than_min_seconds", {"orpheus_min_seconds": 1}),
-    "more tokens than sequence_len": (lambda p: write(p, speech(6.0)), "bad", "longer_than_sequence_len", {"sequence_len": 400}),
+    "longer than orpheus_max_seconds": (
+        lambda p: write(p, speech(6.0)), "bad", "longer_than_max_seconds", {"orpheus_max_seconds": 4}
+    ),
+    "shorter than orpheus_min_seconds": (
+        lambda p: write(p, speech(0.5)), "bad", "shorter_than_min_seconds", {"orpheus_min_seconds": 1}
+    ),
+    "more tokens than sequence_len": (
+        lambda p: write(p, speech(6.0)), "bad", "longer_than_sequence_len", {"sequence_len": 400}
+    ),
 }
 WARNINGS = {
     "all-silent audio": (lambda p: write(p, np.zeros(SAMPLE_RATE, np.float32)), "silent_audio"),
@@ -60,7 +71,12 @@ def good_rows(tokenizer, standins, tmp_path_factory):
 def make_metadata(folder, make_bad, bad_text, speakers=("ada", "ada", "ada")):
     for name in GOOD:
         (folder / name).write_bytes((CLIPS_DIR / name).read_bytes())
-    lines = ["file_name,text,speaker", f"{GOOD[0]},Good one.,{speakers[0]}", f"bad.wav,{bad_text},{speakers[1]}", f"{GOOD[1]},Good two.,{speakers[2]}"]
+    lines = [
+        "file_name,text,speaker",
+        f"{GOOD[0]},Good one.,{speakers[0]}",
+        f"bad.wav,{bad_text},{speakers[1]}",
+        f"{GOOD[1]},Good two.,{speakers[2]}",
+    ]
     if make_bad is None:
         del lines[2]
     else:
@@ -89,11 +105,15 @@ def test_a_bad_row_is_dropped_and_counted(kind, tmp_path, tokenizer, standins, g
 def test_a_bad_row_stops_the_run_when_asked(kind, tmp_path, tokenizer, standins):
     make_bad, text, reason, settings = CASES[kind]
     path = make_metadata(tmp_path, make_bad, text)
-    with pytest.raises(RowError, match=rf"Orpheus dataset {path}, row 1 \(bad.wav\): .+\. To fix: .+orpheus_on_bad_row: skip"):
+    with pytest.raises(
+        RowError, match=rf"Orpheus dataset {path}, row 1 \(bad.wav\): .+\. To fix: .+orpheus_on_bad_row: skip"
+    ):
         run(tokenizer, standins, path, orpheus_on_bad_row="raise", **settings)
 
 
-def test_a_zero_length_clip_is_dropped_under_the_gpu_batching_rule(monkeypatch, tmp_path, tokenizer, standins, good_rows):
+def test_a_zero_length_clip_is_dropped_under_the_gpu_batching_rule(
+    monkeypatch, tmp_path, tokenizer, standins, good_rows
+):
     """On a GPU no batch size is set (batches hold codec.BATCH_SECONDS of audio, sized by each clip's frames):
     a header of 0 frames must be dropped as empty_audio, not divide by zero."""
     from axolotl_orpheus import encoding
@@ -102,7 +122,9 @@ def test_a_zero_length_clip_is_dropped_under_the_gpu_batching_rule(monkeypatch, 
     path = make_metadata(tmp_path, CASES["zero-length audio"][0], "bad")
     rows, report = run(tokenizer, standins, path)
     assert rows["input_ids"] == good_rows
-    assert summarize([report])["dropped"] == {"empty_audio": {"count": 1, "examples": [{"dataset": str(path), "row": 1}]}}
+    assert summarize([report])["dropped"] == {
+        "empty_audio": {"count": 1, "examples": [{"dataset": str(path), "row": 1}]}
+    }
 
 
 @pytest.mark.parametrize("kind", WARNINGS)
@@ -120,7 +142,9 @@ def test_an_empty_speaker_is_dropped(tmp_path, tokenizer, standins, good_rows):
     path = make_metadata(tmp_path, lambda p: write(p, speech(1.0)), "Fine text.", speakers=("ada", "", "ada"))
     rows, report = run(tokenizer, standins, path)
     assert rows["input_ids"] == good_rows
-    assert summarize([report])["dropped"] == {"empty_speaker": {"count": 1, "examples": [{"dataset": str(path), "row": 1}]}}
+    assert summarize([report])["dropped"] == {
+        "empty_speaker": {"count": 1, "examples": [{"dataset": str(path), "row": 1}]}
+    }
 
 
 def test_text_that_is_not_a_string_is_dropped(tmp_path, tokenizer, standins):
@@ -144,7 +168,9 @@ def test_report_figures(tmp_path, tokenizer, standins, good_rows):
     assert summary["audio_hours_in"] == summary["audio_hours_out"] == pytest.approx(seconds / 3600, abs=1e-6)
     lengths = [len(ids) for ids in rows["input_ids"]]
     tokens = summary["tokens_per_row"]
-    assert (tokens["min"], tokens["median"], tokens["max"], tokens["sequence_len"]) == (min(lengths), float(np.median(lengths)), max(lengths), 1000)
+    assert (tokens["min"], tokens["median"], tokens["max"], tokens["sequence_len"]) == (
+        min(lengths), float(np.median(lengths)), max(lengths), 1000
+    )
     assert sum(tokens["histogram"]["counts"]) == sum(summary["clip_seconds_histogram"]["counts"]) == 2
     assert tokens["histogram"]["edges"][-1] == 1000
     removed = (sum(len(ids) for ids in every["input_ids"]) - sum(lengths)) // 7
@@ -171,7 +197,9 @@ def test_raise_mode_stops_encoding_at_the_first_bad_clip(tmp_path, tokenizer, st
 
 
 @pytest.mark.parametrize("dedupe", [False, True])
-def test_a_clip_too_long_for_sequence_len_is_refused_before_it_is_encoded_whole(dedupe, tmp_path, tokenizer, standins, encoded):
+def test_a_clip_too_long_for_sequence_len_is_refused_before_it_is_encoded_whole(
+    dedupe, tmp_path, tokenizer, standins, encoded
+):
     """40 s of stereo 48 kHz speech against sequence_len 400 (55 frames at most). Without dedupe the header alone
     shows it cannot fit: nothing is encoded. With dedupe, only codes show how many frames a row keeps: its first
     110 frames (and 12 of context) are encoded, keep more than 55, and the rest is never decoded or encoded."""
@@ -180,7 +208,9 @@ def test_a_clip_too_long_for_sequence_len_is_refused_before_it_is_encoded_whole(
     long = soxr.resample(np.tile(speech(8.0), 5), SAMPLE_RATE, 48000)
     soundfile.write(tmp_path / "bad.wav", np.stack([long, long], axis=1), 48000, subtype="PCM_16")
     (tmp_path / "metadata.csv").write_text("file_name,text\nbad.wav,Far too long.\n")
-    rows, report = run(tokenizer, standins, tmp_path / "metadata.csv", sequence_len=400, orpheus_remove_duplicate_frames=dedupe)
+    rows, report = run(
+        tokenizer, standins, tmp_path / "metadata.csv", sequence_len=400, orpheus_remove_duplicate_frames=dedupe
+    )
     assert len(rows) == 0
     assert summarize([report])["dropped"]["longer_than_sequence_len"]["count"] == 1
     assert encoded == ([(110 + 12) * 2048] if dedupe else [])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -39,9 +41,16 @@ def test_an_option_change_reads_cached_codes(tmp_path, voice, tokenizer, standin
     assert len(encoded) == len(metadata) and len(entries(store)) == len(metadata)
 
     encoded.clear()
-    for changes in ({}, {"orpheus_train_on_text": False}, {"orpheus_speaker_column": ""}, {"orpheus_remove_duplicate_frames": False}):
+    for changes in (
+        {},
+        {"orpheus_train_on_text": False},
+        {"orpheus_speaker_column": ""},
+        {"orpheus_remove_duplicate_frames": False},
+    ):
         warm, warm_report = prepare_report(tokenizer, voice / "metadata.csv", **settings, **changes)
-        fresh = prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), **changes)[0]
+        fresh = prepare_report(
+            tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), **changes
+        )[0]
         assert warm["input_ids"] == fresh["input_ids"] and warm["labels"] == fresh["labels"], changes
     assert len(encoded) == 4 * len(metadata)  # the fresh runs only: every warm run read the cache
     assert warm_report.seconds == cold_report.seconds
@@ -75,14 +84,18 @@ def test_the_rows_fingerprint_follows_the_audio(tmp_path, voice, tokenizer, stan
 
 def test_changed_audio_or_snac_weights_miss(tmp_path, voice, tokenizer, standins, encoded, metadata):
     store = tmp_path / "codes"
-    prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store))
+    prepare_report(
+        tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store)
+    )
     encoded.clear()
 
     # One clip gets quieter: only that clip is encoded again, and its row is the fresh one.
     first = voice / metadata[0]["file_name"]
     samples, rate = soundfile.read(first, dtype="float32")
     soundfile.write(first, samples * 0.5, rate, "PCM_16")
-    warm = prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store))[0]
+    warm = prepare_report(
+        tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=str(store)
+    )[0]
     assert len(encoded) == 1
     fresh = prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]))[0]
     assert warm["input_ids"] == fresh["input_ids"]
@@ -155,7 +168,15 @@ def out_of_range(data: bytes) -> bytes:
         lambda data: data + bytes(14),  # a frame too many
         out_of_range,
     ],
-    ids=["a frame cut off", "two bytes cut off", "zeros", "a flipped code bit", "a flipped header bit", "a frame of zeros added", "a code out of range"],
+    ids=[
+        "a frame cut off",
+        "two bytes cut off",
+        "zeros",
+        "a flipped code bit",
+        "a flipped header bit",
+        "a frame of zeros added",
+        "a code out of range",
+    ],
 )
 def test_a_damaged_entry_reads_as_missing_and_is_counted_once(tmp_path, damage):
     store = cache.CodesCache(tmp_path, "digest")
@@ -225,9 +246,13 @@ def test_false_keeps_nothing_and_true_uses_the_datasets_cache(tmp_path, voice, t
     default = cache.default_root()
     assert default == config.HF_DATASETS_CACHE / "orpheus_codes"
     before = entries(default) if default.exists() else []
-    prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=False)
+    prepare_report(
+        tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=False
+    )
     assert (entries(default) if default.exists() else []) == before
-    prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=True)
+    prepare_report(
+        tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), orpheus_codes_cache=True
+    )
     assert len(entries(default)) >= len(metadata)
 
 
@@ -242,7 +267,11 @@ def test_two_encoding_processes_give_the_rows_of_one(tmp_path, voice, tokenizer,
     finally:
         torch.set_num_threads(threads)
     two = prepare_report(
-        tokenizer, voice / "metadata.csv", **settings, orpheus_encode_devices=["cpu", "cpu"], orpheus_codes_cache=str(tmp_path / "c")
+        tokenizer,
+        voice / "metadata.csv",
+        **settings,
+        orpheus_encode_devices=["cpu", "cpu"],
+        orpheus_codes_cache=str(tmp_path / "c"),
     )[0]
     assert two["input_ids"] == one["input_ids"]
     assert len(entries(tmp_path / "c")) == len(metadata)
@@ -262,7 +291,13 @@ def test_the_cache_command_lists_namespaces_and_deletes_what_went_unused(tmp_pat
     left_over = eager.folder / "aa" / "cut-short.tmp"
     left_over.write_bytes(b"cut")
     long_ago = time.time() - 40 * cache.DAY
-    for path in (eager.path("aa" * 20), eager.path("ab" * 20), left_over, compiled.path("cc" * 20), compiled.folder / "about.json"):
+    for path in (
+        eager.path("aa" * 20),
+        eager.path("ab" * 20),
+        left_over,
+        compiled.path("cc" * 20),
+        compiled.folder / "about.json",
+    ):
         os.utime(path, (long_ago, long_ago))
     assert eager.get("ab" * 20) is not None  # read today: used
     assert eager.path("ab" * 20).stat().st_mtime > time.time() - 60
@@ -285,3 +320,15 @@ def test_the_cache_command_lists_namespaces_and_deletes_what_went_unused(tmp_pat
     with pytest.raises(SystemExit, match="--delete-unused-for takes a number of days, 0 or more"):
         main(["cache", str(tmp_path), "--delete-unused-for", "-1"])
     assert len(entries(tmp_path)) == 3  # nothing deleted
+
+
+def test_the_cache_command_imports_no_torch(tmp_path):
+    """`axolotl-orpheus cache` lists and deletes files: it starts without torch (seconds to import), in a fresh
+    process as the command runs."""
+    cache.CodesCache(tmp_path, "digest", snac_name="snac-a").put(KEY, cache.Entry(CODES, 0.2, ()))
+    script = (
+        "import sys; from axolotl_orpheus.cli import main; main(['cache', sys.argv[1]]); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert "1 clip" in result.stdout and result.stdout.strip().endswith("no torch")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import yaml
 from axolotl.cli.config import load_cfg
 
-from axolotl_orpheus.cli import BUNDLED_CLIPS, main, newest_prepared_dataset
+from axolotl_orpheus.cli import main
+from axolotl_orpheus.demo import BUNDLED_CLIPS, newest_prepared_dataset
 from test_data_layouts import voice_folder
 from test_e2e import axolotl
 
@@ -44,7 +45,8 @@ def test_init_names_other_columns_and_the_voice(tmp_path, standins, audiofolder_
     features = Features({"recording": Audio(), "transcription": Value("string")})
     recordings = [{"bytes": (audiofolder_24k / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in metadata]
     parquet = tmp_path / "train.parquet"
-    table = pa.table({"recording": recordings, "transcription": [r["text"] for r in metadata]}, schema=features.arrow_schema)
+    columns = {"recording": recordings, "transcription": [r["text"] for r in metadata]}
+    table = pa.table(columns, schema=features.arrow_schema)
     pq.write_table(table, parquet)
     out = tmp_path / "voice.yml"
     main(["init", str(parquet), "--voice", "tara", "--out", str(out), "--sequence-len", "200",

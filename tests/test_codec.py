@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import pickle
 import resource
 import shutil
@@ -14,18 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from snac.layers import Snake1d
-
-from axolotl_orpheus import codec, cpu_kernels
+from axolotl_orpheus import codec, layout
 from conftest import DEVICE
-
-
-# Where the machine lacks what a kernel needs, SNAC runs torch's paths (tested) and these tests have nothing to check.
-needs_c_kernels = pytest.mark.skipif(cpu_kernels.library() is None, reason="no C compiler with OpenMP: no C kernels")
-needs_mkl_sin = pytest.mark.skipif(cpu_kernels.mkl_sin() is None, reason="torch has no MKL sin, which the C Snake calls")
-needs_pointwise = pytest.mark.skipif(
-    not cpu_kernels.has_pointwise(cpu_kernels.library()), reason="the 1x1 kernel is built only for AVX-512 or AVX2"
-)
 
 
 def assert_same_codes(got, expected):
@@ -64,10 +53,10 @@ def test_a_batch_the_gpu_has_no_memory_for_is_encoded_in_halves(monkeypatch, sna
     alone = [codec.encode(snac_model, [clip], batch_size=1)[0] for clip in clips]
     short = [clip[:2048] for clip in clips]
     short_alone = [codec.encode(snac_model, [clip])[0] for clip in short]
-    batch_samples = lambda clip: -(-len(clip) // 2048) * 2048  # noqa: E731
+    room = 2 * layout.whole_frames(len(clips[0])) * layout.SAMPLES_PER_FRAME  # for 2 of these clips
     real, tried = codec._encode_padded, []
 
-    def small_gpu(model, batch, limit=2 * batch_samples(clips[0])):  # room for 2 of these clips
+    def small_gpu(model, batch, limit=room):
         tried.append(len(batch))
         if batch.size > limit:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
@@ -85,12 +74,15 @@ def test_a_batch_the_gpu_has_no_memory_for_is_encoded_in_halves(monkeypatch, sna
     assert_same_codes(codec.encode(model, short, batch_size=5), short_alone)
     assert tried == [5]  # five one-frame clips hold fewer samples than the batch that failed
     monkeypatch.setattr(codec, "_encode_padded", lambda model, batch: small_gpu(model, batch, limit=0))
-    with pytest.raises(RuntimeError, match=r"SNAC ran out of GPU memory encoding one \d+ s clip; .+orpheus_device: cpu"):
+    with pytest.raises(
+        RuntimeError, match=r"SNAC ran out of GPU memory encoding one \d+ s clip; .+orpheus_device: cpu"
+    ):
         codec.encode(model, clips[:1])
 
 
 def test_codes_equal_stock_snac_encode_and_have_snac_shapes(snac_model, stock_snac, speech_24k):
-    """The in-place Snake and residual sums change no code: ours equal SNAC's own encode of the same clip, on all clips."""
+    """The in-place Snake and residual sums change no code: ours equal SNAC's own encode of the same clip,
+    on all clips."""
     for clip in speech_24k:
         with torch.inference_mode():
             direct = [level[0].numpy() for level in stock_snac.encode(torch.from_numpy(clip)[None, None])]
@@ -99,139 +91,6 @@ def test_codes_equal_stock_snac_encode_and_have_snac_shapes(snac_model, stock_sn
     (ours,) = codec.encode(snac_model, [clip])
     n = -(-len(clip) // 2048)
     assert [len(level) for level in ours] == [n, 2 * n, 4 * n]
-
-
-def kernel_forms(model) -> list[torch.nn.Module]:
-    """The modules whose forward is one of the C kernels."""
-    forms = (codec._snake_by_kernel, codec._depthwise_by_kernel, codec._pointwise_by_kernel)
-    return [m for m in model.modules() if getattr(m.__dict__.get("forward"), "func", None) in forms]
-
-
-@pytest.fixture
-def threads(request):
-    saved = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(saved)
-
-
-@needs_c_kernels
-@needs_mkl_sin
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
-def test_the_c_kernels_give_torch_values_bit_for_bit(threads):
-    """The C Snake equals torch's in-place Snake, and the C depthwise convolution the stock one in one of its two
-    orders, on this CPU: SNAC's channel counts and dilations, lengths that are and are not multiples of the
-    dilation or of the kernels' blocks, batches of one and three, and large values (sin's argument reduction)."""
-    generator = torch.Generator().manual_seed(0)
-    for channels, dilation, length, batch in [(48, 1, 61440, 1), (48, 3, 61440, 1), (48, 9, 61441, 1), (96, 9, 30720, 3),
-                                              (384, 3, 958, 2), (1024, 9, 17, 1), (64, 1, 2, 1), (8, 9, 3000, 2)]:
-        x = torch.randn(batch, channels, length, generator=generator) * torch.logspace(-3, 3, channels)[:, None]
-        snake, conv = Snake1d(channels), torch.nn.Conv1d(channels, channels, 7, dilation=dilation, padding=3 * dilation, groups=channels)
-        snake.alpha.data = torch.rand(1, channels, 1, generator=generator) * 2
-        codec._use_in_place_snake(snake)
-        with torch.inference_mode():
-            (snake_by_kernel,), _ = codec._kernel_forms(snake)
-            assert torch.equal(snake_by_kernel(x), codec._snake_in_place(snake, x)), (channels, length)
-            expected = torch.nn.Conv1d.forward(conv, x)
-            orders = [first for first in (True, False) if torch.equal(codec._depthwise_by_kernel(conv, x, first), expected)]
-        assert orders, (channels, dilation, length, batch)
-
-
-@needs_pointwise
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
-def test_the_c_pointwise_convolution_gives_torch_values_in_one_of_its_orders(threads):
-    """SNAC's 1x1 convolutions where they are costly (48 and 96 channels over long signals) and short ones, at
-    lengths that are and are not multiples of the kernel's tile."""
-    generator = torch.Generator().manual_seed(0)
-    for channels, length, batch in [(48, 61440, 1), (96, 30720, 1), (96, 4608, 3), (48, 1031, 2), (96, 64, 1), (48, 70, 1)]:
-        conv = torch.nn.Conv1d(channels, channels, 1)
-        x = torch.randn(batch, channels, length, generator=generator)
-        with torch.inference_mode():
-            expected = torch.nn.Conv1d.forward(conv, x)
-            assert any(torch.equal(cpu_kernels.pointwise_conv1d(x, conv.weight, conv.bias, first), expected) for first in (True, False))
-
-
-@needs_pointwise
-def test_each_shape_of_a_pointwise_convolution_takes_the_order_its_first_input_shows(monkeypatch):
-    """oneDNN's order for a 1x1 convolution depends on the size, so each shape is checked on its first input:
-    torch's values every time, the kernel after a match, torch's convolution where no order matches."""
-    monkeypatch.setattr(codec, "_POINTWISE_ORDERS", {})
-    conv = torch.nn.Conv1d(48, 48, 1)
-    calls = []
-    real = cpu_kernels.pointwise_conv1d
-
-    def counted(x, weight, bias, first):
-        calls.append((x.shape[-1], first))
-        return real(x, weight, bias, first) + (1.0 if x.shape[-1] == 333 else 0.0)  # no order matches at 333
-
-    monkeypatch.setattr(cpu_kernels, "pointwise_conv1d", counted)
-    with torch.inference_mode():
-        for length in (4096, 4096, 333, 333, 4096):
-            x = torch.randn(1, 48, length)
-            assert torch.equal(codec._pointwise_by_kernel(conv, x), torch.nn.Conv1d.forward(conv, x))
-    found = codec._POINTWISE_ORDERS[(48, 48, (1, 48, 4096), torch.get_num_threads())]
-    assert found is not None and codec._POINTWISE_ORDERS[(48, 48, (1, 48, 333), torch.get_num_threads())] is None
-    tried = [first for length, first in calls if length == 4096]
-    assert tried[-2:] == [found, found] and len(tried) == 3 + (not found)  # the check in order, then the kernel twice
-    assert [first for length, first in calls if length == 333] == [True, False]  # checked once, then torch's
-
-
-@needs_c_kernels
-@needs_mkl_sin
-@needs_pointwise
-def test_load_uses_the_c_kernels_where_they_give_torch_values(monkeypatch, standins, caplog):
-    """On CPU every Snake, depthwise and 1x1 convolution of SNAC (encoder and decoder) runs a C kernel; where
-    the check at load finds other values (another CPU's kernels), a Snake or depthwise convolution keeps
-    torch's path and the log says so. A compiled encoder keeps torch's forms, which Inductor can trace."""
-    path = str(standins["snac"])
-    swapped = kernel_forms(codec.load_snac(path, "cpu"))
-    assert sum(isinstance(m, Snake1d) for m in swapped) == 57
-    assert sum(codec._is_depthwise_same_length(m) for m in swapped) == 26 and sum(codec._is_pointwise(m) for m in swapped) == 31
-    real = codec._gives_torch_values
-    monkeypatch.setattr(codec, "_gives_torch_values", lambda form, torch_form, signals: signals[0].shape[1] != 96 and real(form, torch_form, signals))
-    with caplog.at_level("INFO", logger="axolotl_orpheus.codec"):
-        model = codec.load_snac(path, "cpu")
-    channels = {m: found[1] for m in model.modules() if (found := codec._kernel_forms(m))}
-    kept = [m for m in channels if m not in kernel_forms(model)]  # 1x1 convolutions are checked by shape
-    assert kept == [m for m in channels if channels[m] == 96] and len(kept) == 10
-    assert "10 of 83 Snake activations and depthwise convolutions keep torch's path" in caplog.text
-    assert not kernel_forms(codec.load_snac(path, "cpu", compile_encoder=True).encoder)  # Inductor gets torch's forms
-
-
-@pytest.mark.parametrize("differs_at", ["short", "long"])
-def test_the_check_at_load_refuses_a_form_that_differs_at_either_size(differs_at):
-    """The check compares a short batch and a long signal: a form wrong at only one of them is refused."""
-    conv = torch.nn.Conv1d(8, 8, 7, dilation=9, padding=27, groups=8)
-    signals = codec._check_signals(8)(8)
-    assert [x.shape for x in signals] == [(2, 8, 1031), (1, 8, 4608)]
-    stock = functools.partial(torch.nn.Conv1d.forward, conv)
-    assert codec._gives_torch_values(stock, stock, signals)
-
-    def off_by_a_little(x):
-        wrong = (x.shape[-1] > 2000) == (differs_at == "long")
-        return stock(x) + (1e-3 if wrong else 0.0)
-
-    assert not codec._gives_torch_values(off_by_a_little, stock, signals)
-
-
-@pytest.mark.parametrize("missing", ["compiler", "temporary folder"])
-def test_without_a_c_compiler_snac_keeps_torchs_paths(missing, monkeypatch, standins, snac_model, speech_24k, caplog):
-    """No compiler (CC names none), or no writable temporary folder to build in: loading still works, on torch's
-    paths with the same codes, and says why."""
-    import tempfile
-
-    cpu_kernels.library.cache_clear()
-    with monkeypatch.context() as patched, caplog.at_level("INFO", logger="axolotl_orpheus.cpu_kernels"):
-        if missing == "compiler":
-            patched.setenv("CC", "/nonexistent/cc")
-        else:
-            patched.setattr(tempfile, "tempdir", "/nonexistent/tmp")
-        model = codec.load_snac(str(standins["snac"]), "cpu")
-    cpu_kernels.library.cache_clear()  # the session's other models built theirs with the machine's compiler
-    assert not kernel_forms(model)
-    assert "SNAC: torch's CPU kernels only; `" in caplog.text and "Set CC" in caplog.text
-    assert ("/nonexistent/cc -O3" if missing == "compiler" else "/nonexistent/tmp") in caplog.text
-    assert_same_codes(codec.encode(model, speech_24k[:2]), codec.encode(snac_model, speech_24k[:2]))
 
 
 def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_model, speech_24k):
@@ -255,7 +114,7 @@ def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_
 
 KEEPING_FREED_MEMORY = """
 import torch
-from axolotl_orpheus import codec
+from axolotl_orpheus import codec, layout
 
 def resident_pages():
     return int(open("/proc/self/statm").read().split()[1])
@@ -288,7 +147,7 @@ def test_freed_activations_are_kept_for_reuse_then_given_back():
 
 REUSING_AFTER_ENCODING = """
 import resource, sys, torch
-from axolotl_orpheus import codec
+from axolotl_orpheus import codec, layout
 
 def faults_of_a_4mb_tensor():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -308,7 +167,9 @@ def test_the_rest_of_the_process_reuses_freed_blocks_as_glibc_does_by_default(wh
     (in `axolotl train` after encoding) would be mapped afresh and fault in every page. After
     keep_freed_memory later 4 MB tensors reuse freed memory, as in a fresh process (where blocks land decides
     which ones: most do)."""
-    result = subprocess.run([sys.executable, "-c", REUSING_AFTER_ENCODING, when], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", REUSING_AFTER_ENCODING, when], capture_output=True, text=True, check=True
+    )
     faults = list(map(int, result.stdout.split()))
     pages = (4 << 20) // resource.getpagesize()
     assert faults[0] > pages // 2  # the first is mapped afresh either way
@@ -365,7 +226,10 @@ def test_long_clips_are_encoded_in_windows_with_the_same_codes(snac_model, speec
     clip = np.concatenate(speech_24k)  # about 15 s, 174 frames
     whole = codec.encode(snac_model, [clip], window_frames=10_000)
     assert_same_codes(codec.encode(snac_model, [clip], window_frames=40), whole)  # 5 windows
-    assert_same_codes(codec.encode(snac_model, [clip[:-3000], clip], window_frames=100), codec.encode(snac_model, [clip[:-3000], clip]))
+    assert_same_codes(
+        codec.encode(snac_model, [clip[:-3000], clip], window_frames=100),
+        codec.encode(snac_model, [clip[:-3000], clip]),
+    )
 
 
 def test_decoding_with_the_in_place_snake_equals_stock_snac(snac_model, stock_snac, speech_24k):
@@ -395,10 +259,8 @@ def test_the_compiled_encoder_agrees_with_eager_snac(standins, stock_snac, speec
 
 
 def test_encode_devices(monkeypatch):
-    """orpheus_encode_devices as listed, one kind only; a bare `cuda` means every visible GPU."""
+    """orpheus_encode_devices as listed; a bare `cuda` means every visible GPU."""
     assert codec.pick_devices(listed=["cpu", "cpu"]) == [torch.device("cpu")] * 2
-    with pytest.raises(ValueError, match=r"orpheus_encode_devices \['cpu', 'cuda:0'\] mixes device types"):
-        codec.pick_devices(listed=["cpu", "cuda:0"])
     assert codec.pick_devices("cpu") == [torch.device("cpu")]
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert codec.pick_devices("cuda") == [torch.device("cuda", 0), torch.device("cuda", 1)]

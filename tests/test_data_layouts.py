@@ -17,7 +17,7 @@ from axolotl.utils.data.shared import generate_dataset_hash_from_config, load_da
 from axolotl.utils.dict import DictDefault
 from datasets import Audio, Dataset, Features, Value, load_from_disk
 
-from axolotl_orpheus.cli import demo_config
+from axolotl_orpheus.demo import demo_config
 from axolotl_orpheus.layout import END_OF_TEXT
 from axolotl_orpheus.plugin import OrpheusPlugin
 from helpers import prepare_report
@@ -69,7 +69,9 @@ def test_csv_cells_are_read_as_written(tmp_path, standins, tokenizer, audiofolde
         ("clip_01.wav", "N/A", ""),
     ])
     before = sorted(folder.iterdir())
-    rows, report = prepare_as_axolotl(tmp_path, standins, tokenizer, {"path": str(folder), "type": "axolotl_orpheus.tts"})
+    rows, report = prepare_as_axolotl(
+        tmp_path, standins, tokenizer, {"path": str(folder), "type": "axolotl_orpheus.tts"}
+    )
     assert prompts(rows, tokenizer) == ["1: NA", "2: None", "1: null", "2: nan", "01: #N/A"]
     assert report.dropped == {"no_text": [5], "empty_speaker": [6]}
     assert sorted(folder.iterdir()) == before  # nothing written into the user's folder
@@ -91,7 +93,9 @@ def test_editing_the_csv_prepares_the_dataset_again(tmp_path, standins, audiofol
 
 
 def test_a_converted_csv_keeps_its_name_in_the_report_and_errors(tmp_path, standins, tokenizer, audiofolder_24k):
-    folder = voice_folder(tmp_path / "voice", audiofolder_24k, [("clip_01.wav", "Hello.", "ada"), ("gone.wav", "Hi.", "ada")])
+    folder = voice_folder(
+        tmp_path / "voice", audiofolder_24k, [("clip_01.wav", "Hello.", "ada"), ("gone.wav", "Hi.", "ada")]
+    )
     entry = {"path": str(folder), "type": "axolotl_orpheus.tts"}
     _, report = prepare_as_axolotl(tmp_path, standins, tokenizer, entry)
     assert report.dataset == str(folder / "metadata.csv")
@@ -100,7 +104,9 @@ def test_a_converted_csv_keeps_its_name_in_the_report_and_errors(tmp_path, stand
 
 
 def test_a_csv_with_a_row_longer_than_its_header_names_the_line(tmp_path, standins, tokenizer, audiofolder_24k):
-    folder = voice_folder(tmp_path / "voice", audiofolder_24k, [("clip_01.wav", "Hello.", "ada"), ("clip_02.wav", "Hi", "there", "ada")])
+    folder = voice_folder(
+        tmp_path / "voice", audiofolder_24k, [("clip_01.wav", "Hello.", "ada"), ("clip_02.wav", "Hi", "there", "ada")]
+    )
     with pytest.raises(ValueError, match=r"metadata.csv, line 3: 4 cells under a header of 3 columns"):
         prepare_as_axolotl(tmp_path, standins, tokenizer, {"path": str(folder), "type": "axolotl_orpheus.tts"})
 
@@ -126,11 +132,15 @@ def test_float_speakers_are_written_as_integers(tmp_path, standins, tokenizer, a
 
 
 def speaker_dataset(clips: Path, **columns) -> Dataset:
-    return Dataset.from_dict({"audio": [str(clips / "clip_01.wav"), str(clips / "clip_04.wav")], "text": ["One.", "Two."], **columns})
+    return Dataset.from_dict(
+        {"audio": [str(clips / "clip_01.wav"), str(clips / "clip_04.wav")], "text": ["One.", "Two."], **columns}
+    )
 
 
 @pytest.mark.parametrize("column", ["speaker_id", "source"])
-def test_other_recipes_speaker_columns_are_used_and_said(tmp_path, standins, tokenizer, audiofolder_24k, column, caplog):
+def test_other_recipes_speaker_columns_are_used_and_said(
+    tmp_path, standins, tokenizer, audiofolder_24k, column, caplog
+):
     """The seed's recipe names its speaker column speaker_id, Unsloth's and canopy's source."""
     dataset = speaker_dataset(audiofolder_24k, **{column: ["ada", "ben"]})
     settings = {"orpheus_snac_model": str(standins["snac"]), "orpheus_codes_cache": True}
@@ -142,10 +152,15 @@ def test_other_recipes_speaker_columns_are_used_and_said(tmp_path, standins, tok
     text_only = prepare_report(tokenizer, audiofolder_24k, dataset, orpheus_speaker_column="", **settings)[0]
     assert prompts(text_only, tokenizer) == ["One.", "Two."]
     both = speaker_dataset(audiofolder_24k, speaker=["cy", "di"], **{column: ["ada", "ben"]})
-    assert prompts(prepare_report(tokenizer, audiofolder_24k, both, **settings)[0], tokenizer) == ["cy: One.", "di: Two."]
+    assert prompts(prepare_report(tokenizer, audiofolder_24k, both, **settings)[0], tokenizer) == [
+        "cy: One.",
+        "di: Two.",
+    ]
 
 
-def test_preprocess_reads_split_folders_and_data_files_and_reports_each_split(tmp_path, standins, audiofolder_24k, metadata):
+def test_preprocess_reads_split_folders_and_data_files_and_reports_each_split(
+    tmp_path, standins, audiofolder_24k, metadata
+):
     """One `axolotl preprocess` of the layouts users have:
     - the hub's DIR/train/metadata.csv and DIR/test/metadata.csv, audio beside each: `path: DIR` reads the entry's
       split (datasets: train by default), a test_datasets entry with `split: test` the test folder;
@@ -157,7 +172,9 @@ def test_preprocess_reads_split_folders_and_data_files_and_reports_each_split(tm
     voice_folder(tmp_path / "voice" / "test", audiofolder_24k, rows[4:])
     listed = [(name, f"{text} Listed.", speaker) for name, text, speaker in rows]
     voice_folder(tmp_path / "voice" / "lists", audiofolder_24k, listed, metadata="meta.csv")
-    voice_folder(tmp_path / "voice" / "lists", audiofolder_24k, [(n, f"{t} Again.", s) for n, t, s in rows], metadata="more.csv")
+    voice_folder(
+        tmp_path / "voice" / "lists", audiofolder_24k, [(n, f"{t} Again.", s) for n, t, s in rows], metadata="more.csv"
+    )
     config = config_file(
         tmp_path, standins,
         datasets=[

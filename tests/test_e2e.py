@@ -12,7 +12,7 @@ import yaml
 from datasets import load_from_disk
 
 from axolotl_orpheus import layout
-from axolotl_orpheus.cli import decode_row, demo_config, newest_prepared_dataset
+from axolotl_orpheus.demo import decode_row, demo_config, newest_prepared_dataset
 from reference_recipe import reference_row
 
 
@@ -43,7 +43,9 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
     axolotl("preprocess", path, tmp_path)
     prepared = newest_prepared_dataset(tmp_path / "prepared")
     rows = load_from_disk(str(prepared))
-    expected = [reference_row(stock_snac, tokenizer, clip, r["text"], r["speaker"]) for clip, r in zip(speech_24k, metadata)]
+    expected = [
+        reference_row(stock_snac, tokenizer, clip, r["text"], r["speaker"]) for clip, r in zip(speech_24k, metadata)
+    ]
     assert rows["input_ids"] == expected + expected
     assert rows["labels"] == expected + expected
 
@@ -65,7 +67,8 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
 
     # Rows prepared under other orpheus_* settings are never reused: train prepares its own, from the codes
     # that preprocess cached (by default, under the datasets cache).
-    path.write_text(yaml.safe_dump({**config, "orpheus_train_on_text": False, "max_steps": 1, "orpheus_sample_prompts": []}))
+    relabelled = {**config, "orpheus_train_on_text": False, "max_steps": 1, "orpheus_sample_prompts": []}
+    path.write_text(yaml.safe_dump(relabelled))
     log = axolotl("train", path, tmp_path)
     assert "Loading prepared dataset from disk" not in log
     assert log.count("Orpheus: 6 rows, 0 clips (0.0 min) to encode") == 2
@@ -104,7 +107,8 @@ def test_preprocess_is_deterministic_and_reports_bad_rows(tmp_path, standins, au
 
     report = json.loads((prepared[0] / "orpheus_report.json").read_text())["total"]
     assert (report["rows_in"], report["rows_out"]) == (len(metadata) + 1, len(metadata))
-    assert report["dropped"] == {"missing_file": {"count": 1, "examples": [{"dataset": str(folder / "metadata.csv"), "row": 2}]}}
+    missing = {"dataset": str(folder / "metadata.csv"), "row": 2}
+    assert report["dropped"] == {"missing_file": {"count": 1, "examples": [missing]}}
     assert set(report["speakers"]) == {"ada", "ben"}
 
 
@@ -113,7 +117,8 @@ def test_shards_preprocessed_apart_make_up_the_whole(tmp_path, standins, audiofo
     cache; the whole dataset then prepares from that cache alone, and its rows are the union of the shards'."""
     codes = tmp_path / "shared-codes"
     rows = {}
-    for name, shard in [("shard-0", {"shards": 2, "shards_idx": 0}), ("shard-1", {"shards": 2, "shards_idx": 1}), ("whole", {})]:
+    shards = [("shard-0", {"shards": 2, "shards_idx": 0}), ("shard-1", {"shards": 2, "shards_idx": 1}), ("whole", {})]
+    for name, shard in shards:
         config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
         config.update(
             datasets=[{"path": str(audiofolder_24k), "type": "axolotl_orpheus.tts", **shard}],

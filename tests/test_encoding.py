@@ -28,7 +28,9 @@ def test_chunks_are_length_sorted_batches_of_clips_or_of_audio():
     chunks = length_chunks(jobs, 3)
     assert [len(chunk) for chunk in chunks] == [3 * BATCHES_PER_CHUNK, 3 * BATCHES_PER_CHUNK, 27 - 24]
     ordered = [job for chunk in chunks for job in chunk]
-    assert sorted(ordered) == sorted(jobs) and [job.seconds for job in ordered] == sorted((job.seconds for job in jobs), reverse=True)
+    assert sorted(ordered) == sorted(jobs) and [job.seconds for job in ordered] == sorted(
+        (job.seconds for job in jobs), reverse=True
+    )
 
     short, long = [2.5] * 1000, [55.0] * 30  # 20 long clips, 10 long and 250 short, then 500 and 250 short
     chunks = length_chunks(jobs_of(short + long), None)
@@ -115,7 +117,9 @@ def test_a_failure_names_the_device_and_clips(tmp_path, standins):
     cache = CodesCache(tmp_path / "codes", "digest")
     jobs = [job._replace(key=f"{'zz' if job.row == 1 else 'ab'}{job.row:038d}") for job in jobs]
     block_cache_folder(cache, jobs[1].key)
-    with pytest.raises(encoding.EncodingError, match=r"SNAC encoding on cpu failed on rows .*\b1\b.*clip_02.wav.*Error"):
+    with pytest.raises(
+        encoding.EncodingError, match=r"SNAC encoding on cpu failed on rows .*\b1\b.*clip_02.wav.*Error"
+    ):
         encoding.encode_share(jobs, column, cache, settings, "cpu")
 
 
@@ -141,7 +145,9 @@ def test_a_failing_process_stops_the_others_before_their_next_chunk(tmp_path, st
     settings = EncodeSettings(str(standins["snac"]), batch_size=1, compile=False)
     cache = CodesCache(tmp_path / "codes", "digest")
 
-    with pytest.raises(encoding.EncodingError, match=rf"SNAC encoding on cpu failed on rows {first.row}\b.*OSError: injected"):
+    with pytest.raises(
+        encoding.EncodingError, match=rf"SNAC encoding on cpu failed on rows {first.row}\b.*OSError: injected"
+    ):
         encoding.encode_missing(jobs, failing, cache, settings, [torch.device("cpu")] * 2)
     assert len(list(cache.folder.rglob("*.codes"))) <= BATCHES_PER_CHUNK  # the second process's first chunk at most
 

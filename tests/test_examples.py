@@ -8,21 +8,21 @@ import pytest
 import yaml
 from axolotl.cli.config import load_cfg
 
-from axolotl_orpheus.args import OrpheusArgs
-from axolotl_orpheus.plugin import FINGERPRINT_KEY
+from axolotl_orpheus.args import FINGERPRINT_KEY, OrpheusArgs
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yml"))
 
 
 def test_the_examples_are_there():
-    assert {p.name for p in EXAMPLES} >= {"finetune.yml", "lora.yml", "multispeaker.yml", "new-language.yml", "cpu-demo.yml"}
+    expected = {"finetune.yml", "lora.yml", "multispeaker.yml", "new-language.yml", "cpu-demo.yml"}
+    assert {p.name for p in EXAMPLES} >= expected
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_example_validates(example, tmp_path, standins):
     config = yaml.safe_load(example.read_text())
     if example.name == "cpu-demo.yml":  # the demo fills in its models and paths at run time
-        from axolotl_orpheus.cli import demo_config
+        from axolotl_orpheus.demo import demo_config
 
         config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"])
     config["base_model"] = str(standins["model"])  # no hub here: the tiny stand-in with Orpheus' vocabulary

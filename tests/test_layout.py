@@ -1,4 +1,5 @@
-"""The Orpheus token layout (axolotl_orpheus.layout) against facts.md, "Orpheus token layout".
+"""The Orpheus token layout (axolotl_orpheus.layout) against the layout Orpheus' tokenizer, training data and
+decoder use (the ids of canopylabs/orpheus-3b-0.1-pretrained's tokenizer, the reference recipe's interleaving).
 
 Expected values are written out literally or recomputed with plain Python loops, never with the module's
 own tables (FRAME_LEVELS, FRAME_OFFSETS, ...), so a wrong table cannot agree with itself.
@@ -18,7 +19,7 @@ PROPERTY = settings(
     derandomize=True, database=None, deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow]
 )
 
-FIRST_AUDIO_ID = 128266  # facts.md: first audio code
+FIRST_AUDIO_ID = 128266  # <custom_token_10>: the first audio code
 CODES = st.integers(min_value=0, max_value=4095)
 TEXT_IDS = st.integers(min_value=0, max_value=128255)  # the base Llama-3 vocabulary, no Orpheus specials
 
@@ -38,8 +39,8 @@ def frames_from(codes: tuple[list[int], list[int], list[int]]) -> np.ndarray:
 
 
 def expected_frame_tokens(c0: list[int], c1: list[int], c2: list[int]) -> list[list[int]]:
-    """facts.md's recipe, written with plain loops: frame i is c0[i], c1[2i], c2[4i], c2[4i+1], c1[2i+1],
-    c2[4i+2], c2[4i+3], and its k-th token is offset by 128266 + k*4096."""
+    """The reference recipe's interleaving, written with plain loops: frame i is c0[i], c1[2i], c2[4i], c2[4i+1],
+    c1[2i+1], c2[4i+2], c2[4i+3], and its k-th token is offset by 128266 + k*4096."""
     rows = []
     for i in range(len(c0)):
         codes = [c0[i], c1[2 * i], c2[4 * i], c2[4 * i + 1], c1[2 * i + 1], c2[4 * i + 2], c2[4 * i + 3]]
@@ -50,8 +51,9 @@ def expected_frame_tokens(c0: list[int], c1: list[int], c2: list[int]) -> list[l
 # --- special ids -----------------------------------------------------------------------------------------
 
 
-def test_special_ids_match_facts() -> None:
-    """Guards the literal ids every row is built from (facts.md table)."""
+def test_special_ids_match_orpheus() -> None:
+    """Guards the literal ids every row is built from (Orpheus' tokenizer: Llama-3's, then <custom_token_N> at
+    128256 + N)."""
     assert layout.START_OF_TEXT == 128000
     assert layout.END_OF_TEXT == 128009
     assert (layout.START_OF_SPEECH, layout.END_OF_SPEECH) == (128257, 128258)
@@ -95,7 +97,7 @@ def test_interleave_extreme_codes() -> None:
 @PROPERTY
 @given(snac_codes())
 def test_interleave_matches_formula(codes) -> None:
-    """Every position of every frame equals the facts.md formula, for any n >= 0 and codes 0..4095."""
+    """Every position of every frame equals the reference recipe's formula, for any n >= 0 and codes 0..4095."""
     frames = frames_from(codes)
     assert frames.shape == (len(codes[0]), 7)
     assert frames.dtype == np.int64
@@ -122,7 +124,7 @@ def test_deinterleave_of_no_frames() -> None:
 )
 def test_interleave_rejects_wrong_lengths(n0: int, n1: int, n2: int) -> None:
     """Levels that are not n, 2n, 4n long raise instead of silently misaligning codes."""
-    with pytest.raises(ValueError, match=r"n, 2n, 4n.*got %d, %d, %d" % (n0, n1, n2)):
+    with pytest.raises(ValueError, match=rf"n, 2n, 4n.*got {n0}, {n1}, {n2}"):
         layout.interleave(np.zeros(n0, int), np.zeros(n1, int), np.zeros(n2, int))
 
 
@@ -203,7 +205,7 @@ def test_duplicate_frame_mask_of_no_frames() -> None:
 
 # --- frame_row / speech_labels / prompt_text --------------------------------------------------------------
 
-PROMPT = [128000, 83, 5169, 25, 22691]  # "tara: Hello" with BOS (facts.md)
+PROMPT = [128000, 83, 5169, 25, 22691]  # "tara: Hello" with BOS, as Orpheus' tokenizer gives it
 TWO_FRAMES = np.array(
     [
         [128276, 132382, 136488, 140585, 144671, 148778, 152875],

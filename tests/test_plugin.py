@@ -12,8 +12,9 @@ from axolotl.cli.config import load_cfg
 from axolotl.utils.data.shared import generate_dataset_hash_from_config
 from axolotl.utils.dict import DictDefault
 
-from axolotl_orpheus.cli import BUNDLED_CLIPS, demo_config
-from axolotl_orpheus.plugin import FINGERPRINT_KEY, SOURCE_KEY, OrpheusPlugin
+from axolotl_orpheus.args import FINGERPRINT_KEY, SOURCE_KEY
+from axolotl_orpheus.demo import BUNDLED_CLIPS, demo_config
+from axolotl_orpheus.plugin import OrpheusPlugin
 
 # A value other than the default for every orpheus_* key.
 CHANGED_SETTINGS = {
@@ -52,22 +53,40 @@ def test_covers_every_setting():
 
 
 def test_settings_outside_the_rows_keep_the_prepared_dataset(tmp_path, standins):
-    """Sample prompts and the codes cache's folder never change a row: editing them must not re-prepare."""
+    """Sample prompts, the codes cache's folder and SNAC's C kernels never change a row: editing them must not
+    re-prepare."""
     baseline = prepared_hash(validated(tmp_path, standins))
     changed = validated(
         tmp_path, standins, orpheus_sample_prompts=[{"voice": "ada", "text": "Hi."}], orpheus_sample_max_new_tokens=70,
-        orpheus_codes_cache=str(tmp_path / "elsewhere"),
+        orpheus_codes_cache=str(tmp_path / "elsewhere"), orpheus_cpu_kernels=False,
     )
     assert changed.orpheus_sample_prompts[0]["voice"] == "ada"
     assert changed.orpheus_codes_cache == str(tmp_path / "elsewhere")
+    assert changed.orpheus_cpu_kernels is False
     assert prepared_hash(changed) == baseline
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"orpheus_min_seconds": 3, "orpheus_max_seconds": 2},
+         r"orpheus_min_seconds \(3\) is more than orpheus_max_seconds \(2\), which would drop every clip"),
+        ({"orpheus_encode_devices": ["cuda:0", "cpu"]},
+         r"orpheus_encode_devices \['cuda:0', 'cpu'\] mixes device kinds \['cpu', 'cuda'\]; list devices of one kind"),
+    ],
+)
+def test_keys_that_disagree_are_refused_when_the_config_loads(tmp_path, standins, changes, message):
+    with pytest.raises(ValueError, match=message):
+        validated(tmp_path, standins, **changes)
 
 
 def test_every_orpheus_setting_changes_the_prepared_dataset(tmp_path, standins):
     """axolotl's hash ignores plugin keys; the plugin's fingerprint makes each one count."""
     baseline = prepared_hash(validated(tmp_path, standins))
     assert prepared_hash(validated(tmp_path, standins)) == baseline
-    hashes = {key: prepared_hash(validated(tmp_path, standins, **{key: value})) for key, value in CHANGED_SETTINGS.items()}
+    hashes = {
+        key: prepared_hash(validated(tmp_path, standins, **{key: value})) for key, value in CHANGED_SETTINGS.items()
+    }
     assert baseline not in hashes.values()
     assert len(set(hashes.values())) == len(hashes)
 
@@ -103,7 +122,9 @@ def test_the_strategy_without_the_plugin_says_to_add_it(tokenizer):
     from axolotl.prompt_strategies import load
 
     with pytest.raises(ValueError, match=r"plugins:\n  - axolotl_orpheus.OrpheusPlugin"):
-        load("axolotl_orpheus.tts", tokenizer, DictDefault({}), DictDefault({"path": "x", "type": "axolotl_orpheus.tts"}))
+        load(
+            "axolotl_orpheus.tts", tokenizer, DictDefault({}), DictDefault({"path": "x", "type": "axolotl_orpheus.tts"})
+        )
 
 
 def test_a_missing_dependency_is_named_not_swallowed():
@@ -140,7 +161,11 @@ def test_the_example_config_validates(tmp_path, standins):
 
 def test_per_dataset_keys_survive_validation(tmp_path, standins):
     """The per-dataset keys live in message_property_mappings, which axolotl's validation keeps."""
-    entry = {"path": str(BUNDLED_CLIPS), "type": "axolotl_orpheus.tts", "message_property_mappings": {"voice": "tara", "text": "sentence"}}
+    entry = {
+        "path": str(BUNDLED_CLIPS),
+        "type": "axolotl_orpheus.tts",
+        "message_property_mappings": {"voice": "tara", "text": "sentence"},
+    }
     cfg = validated(tmp_path, standins, datasets=[entry])
     mappings = cfg.datasets[0].message_property_mappings
     assert (mappings["voice"], mappings["text"]) == ("tara", "sentence")

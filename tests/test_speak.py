@@ -36,7 +36,7 @@ def model(standins):
 def test_prompt_is_the_training_row_up_to_start_of_speech(tokenizer):
     """The model must be asked exactly what it was trained to continue."""
     prompt = speech_prompt_ids(tokenizer, "Hello", "tara")
-    # facts.md: "tara: Hello" -> 128000, 83, 5169, 25, 22691 with the Orpheus tokenizer.
+    # "tara: Hello" -> 128000, 83, 5169, 25, 22691 with the Orpheus tokenizer (Llama-3's BPE).
     assert prompt == [128259, 128000, 83, 5169, 25, 22691, 128009, 128260, 128261, 128257]
     frames = layout.interleave(np.arange(3), np.arange(6), np.arange(12))
     text_ids = tokenizer(layout.prompt_text("Hello", "tara"), add_special_tokens=True).input_ids

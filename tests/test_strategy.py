@@ -27,12 +27,17 @@ def reference_rows(stock_snac, tokenizer, speech, metadata, speaker=True, dedupe
     ]
 
 
-@pytest.mark.parametrize("layout_name", ["audiofolder", "parquet"])
+@pytest.mark.parametrize(("layout_name", "cpu_kernels"), [("audiofolder", True), ("parquet", False)])
 def test_rows_equal_reference_recipe(
-    layout_name, rows_for, audiofolder_24k, parquet_24k, tokenizer, stock_snac, speech_24k, metadata
+    layout_name, cpu_kernels, rows_for, audiofolder_24k, parquet_24k, tokenizer, stock_snac, speech_24k, metadata,
+    caplog,
 ):
-    """At 24 kHz every row equals the recipe's, token for token; labels == input_ids; mask all 1."""
-    rows = rows_for(audiofolder_24k / "metadata.csv" if layout_name == "audiofolder" else parquet_24k)
+    """At 24 kHz every row equals the recipe's, token for token; labels == input_ids; mask all 1. With SNAC's C
+    kernels on CPU (where this machine can build them) and with torch's kernels (orpheus_cpu_kernels: false)."""
+    with caplog.at_level("INFO", logger="axolotl_orpheus.codec"):
+        rows = rows_for(audiofolder_24k / "metadata.csv" if layout_name == "audiofolder" else parquet_24k,
+                        orpheus_cpu_kernels=cpu_kernels)
+    assert ("on cpu: torch's kernels (orpheus_cpu_kernels: false)" in caplog.text) == (not cpu_kernels)
     expected = reference_rows(stock_snac, tokenizer, speech_24k, metadata)
     assert rows.column_names == ["input_ids", "attention_mask", "labels"]
     assert rows["input_ids"] == expected
@@ -40,7 +45,9 @@ def test_rows_equal_reference_recipe(
     assert rows["attention_mask"] == [[1] * len(ids) for ids in expected]
 
 
-def test_rows_without_speaker_column_use_the_text_alone(rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata):
+def test_rows_without_speaker_column_use_the_text_alone(
+    rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata
+):
     dataset = load_raw(parquet_24k).remove_columns("speaker")
     rows = rows_for(parquet_24k, dataset)
     assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, speaker=False)
@@ -78,7 +85,9 @@ def test_renamed_columns(rows_for, parquet_24k):
 
 
 def test_wrong_column_names_list_the_columns(rows_for, parquet_24k, encoded):
-    with pytest.raises(ValueError, match=r"no text 'transcript' column. The dataset has columns \['audio', 'text', 'speaker'\]"):
+    with pytest.raises(
+        ValueError, match=r"no text 'transcript' column. The dataset has columns \['audio', 'text', 'speaker'\]"
+    ):
         rows_for(parquet_24k, orpheus_text_column="transcript")
     with pytest.raises(ValueError, match="no speaker 'voice' column"):
         rows_for(parquet_24k, orpheus_speaker_column="voice")
@@ -111,7 +120,7 @@ def test_any_format_rate_and_channel_count(rows_for, tmp_path, stock_snac, metad
     (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
 
     rows = rows_for(tmp_path / "metadata.csv", orpheus_remove_duplicate_frames=False)
-    for (name, rate, _, _), ids in zip(variants, rows["input_ids"]):
+    for (name, _, _, _), ids in zip(variants, rows["input_ids"]):
         clip = load_clip(name, str(tmp_path))
         assert len(clip) == pytest.approx(len(speech), abs=SAMPLE_RATE * 0.06)  # mp3 adds encoder delay
         expected = layout.interleave(*codec.encode(stock_snac, [clip])[0])
@@ -127,17 +136,23 @@ def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, stock_s
         tokenizer, parquet_24k, dataset, mappings={"audio": "wav", "text": "sentence", "voice": "tara"},
         orpheus_snac_model=str(standins["snac"]),
     )
-    expected = [reference_row(stock_snac, tokenizer, clip, row["text"], "tara") for clip, row in zip(speech_24k, metadata)]
+    expected = [
+        reference_row(stock_snac, tokenizer, clip, row["text"], "tara") for clip, row in zip(speech_24k, metadata)
+    ]
     assert rows["input_ids"] == expected
     assert list(report.speaker_rows) == ["tara"]
 
 
-def test_a_tokenizer_without_the_orpheus_layout_fails_before_encoding(rows_for, parquet_24k, tokenizer, standins, encoded):
+def test_a_tokenizer_without_the_orpheus_layout_fails_before_encoding(
+    rows_for, parquet_24k, tokenizer, standins, encoded
+):
     import copy
 
     plain = copy.deepcopy(tokenizer)
     plain.convert_tokens_to_ids = lambda token: 0  # as a tokenizer without Orpheus' custom tokens answers
-    with pytest.raises(ValueError, match=r"does not have the Orpheus layout: <\|eot_id\|> is id 0, not 128009.*canopylabs"):
+    with pytest.raises(
+        ValueError, match=r"does not have the Orpheus layout: <\|eot_id\|> is id 0, not 128009.*canopylabs"
+    ):
         prepare(plain, parquet_24k, orpheus_snac_model=str(standins["snac"]))
     assert encoded == []
 
@@ -155,7 +170,9 @@ def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_pa
     assert encoded == []
 
 
-def test_an_empty_speaker_column_name_asks_for_text_only_prompts(rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata):
+def test_an_empty_speaker_column_name_asks_for_text_only_prompts(
+    rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata
+):
     rows = rows_for(parquet_24k, orpheus_speaker_column="")
     assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, speaker=False)
 

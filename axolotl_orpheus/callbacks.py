@@ -30,12 +30,16 @@ class SpeechSamplesCallback(TrainerCallback):
     its first step; after that a sample that fails is logged and skipped, and training goes on.
     """
 
-    def __init__(self, prompts: list[SamplePrompt], tokenizer, snac_model: str, max_new_tokens: int, callbacks):
+    def __init__(
+        self, prompts: list[SamplePrompt], tokenizer, snac_model: str, max_new_tokens: int, callbacks,
+        cpu_kernels: bool = True,
+    ):
         self.prompts = prompts
         self.tokenizer = tokenizer
         self.snac_model = snac_model
         self.max_new_tokens = max_new_tokens
         self.callbacks = callbacks  # the trainer's, to find tensorboard's writer
+        self.cpu_kernels = cpu_kernels
         self.snac = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -53,7 +57,8 @@ class SpeechSamplesCallback(TrainerCallback):
         if self.snac is not None:
             return
         try:
-            self.snac = codec.load_snac(self.snac_model, next(model.parameters()).device)
+            device = next(model.parameters()).device
+            self.snac = codec.load_snac(self.snac_model, device, cpu_kernels=self.cpu_kernels)
         except Exception as error:
             raise RuntimeError(
                 f"orpheus_sample_prompts: cannot load the SNAC model {self.snac_model!r} to speak samples ({error}). "
@@ -104,7 +109,8 @@ class SpeechSamplesCallback(TrainerCallback):
             import wandb
 
             if wandb.run is not None:
-                wandb.log({f"{SAMPLES_FOLDER}/{name}": wandb.Audio(clip, sample_rate=SAMPLE_RATE) for name, clip in clips.items()})
+                wandb.log({f"{SAMPLES_FOLDER}/{name}": wandb.Audio(clip, sample_rate=SAMPLE_RATE)
+                           for name, clip in clips.items()})
         for callback in self.callbacks:
             writer = getattr(callback, "tb_writer", None) if isinstance(callback, TensorBoardCallback) else None
             if writer is not None:

@@ -1,7 +1,8 @@
 """A plain, per-row re-implementation of the reference recipe (axolotl examples/orpheus README).
 
-Written from the recipe's behaviour as a test oracle: one clip at a time, `.item()` per code, Python
-lists and loops, the recipe's own duplicate-frame loop. Deliberately shares no code with the package.
+Written from the recipe's behaviour: one clip at a time, `.item()` per code, Python lists and loops, the
+recipe's own duplicate-frame loop. Deliberately shares no code with the package. It is the tests' oracle
+(pytest's pythonpath includes benchmarks/) and the baseline that preprocess.py, beside it, measures speed against.
 """
 
 from __future__ import annotations

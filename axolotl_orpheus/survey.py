@@ -1,4 +1,4 @@
-"""`axolotl-orpheus init`: look at a raw audio dataset and write a finetune.yml that fits it.
+"""The dataset survey behind `axolotl-orpheus init`: look at a raw audio dataset, write a finetune.yml that fits it.
 
 The dataset is loaded exactly as `axolotl preprocess` will load it (the plugin's audiofolder rewrite, then
 axolotl's own loader), and only the audio headers are read, so inspecting even a large dataset is quick.
@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from axolotl_orpheus import audio
 from axolotl_orpheus.args import DEFAULT_BASE_MODEL, DEFAULT_SEQUENCE_LEN, DEFAULT_SNAC_MODEL
-from axolotl_orpheus.layout import SAMPLES_PER_FRAME, TOKENS_PER_FRAME
+from axolotl_orpheus.layout import SAMPLES_PER_FRAME, TOKENS_PER_FRAME, whole_frames
 
 # Column names seen in public speech datasets, most common first.
 AUDIO_COLUMNS = ("audio", "file_name", "path", "audio_path", "file", "filename", "wav")
@@ -43,7 +43,7 @@ class DatasetSurvey:
     unreadable: list[int] = field(default_factory=list)
 
     def estimated_tokens(self, seconds: float) -> int:
-        return TOKENS_PER_FRAME * math.ceil(seconds * audio.SAMPLE_RATE / SAMPLES_PER_FRAME) + PROMPT_TOKENS
+        return TOKENS_PER_FRAME * whole_frames(seconds * audio.SAMPLE_RATE) + PROMPT_TOKENS
 
     def warnings(self, sequence_len: int) -> list[str]:
         found = []
@@ -52,7 +52,9 @@ class DatasetSurvey:
         for name, count in sorted(self.speakers.items()):
             if count < GOOD_CLIPS_PER_SPEAKER:
                 who = f"speaker {name!r}" if name else "the voice"
-                found.append(f"{who} has {count} clips; about {GOOD_CLIPS_PER_SPEAKER} per speaker give the best results")
+                found.append(
+                    f"{who} has {count} clips; about {GOOD_CLIPS_PER_SPEAKER} per speaker give the best results"
+                )
         too_long = sum(self.estimated_tokens(s) > sequence_len for s in self.durations)
         if too_long:
             limit = (sequence_len - PROMPT_TOKENS) / TOKENS_PER_FRAME * SAMPLES_PER_FRAME / audio.SAMPLE_RATE
@@ -61,7 +63,9 @@ class DatasetSurvey:
                 "split them, or raise sequence_len"
             )
         if self.unreadable:
-            found.append(f"{len(self.unreadable)} clips cannot be read (rows {self.unreadable[:5]}): preprocess will skip them")
+            found.append(
+                f"{len(self.unreadable)} clips cannot be read (rows {self.unreadable[:5]}): preprocess will skip them"
+            )
         return found
 
     def summary(self) -> str:
@@ -73,7 +77,8 @@ class DatasetSurvey:
             f"  columns: audio={self.audio_column!r} text={self.text_column!r} speaker={self.speaker_column!r} "
             f"(of {self.columns})\n"
             f"  sample rates: {rates} (each clip is resampled from its own rate to 24 kHz)\n"
-            f"  clip seconds: min {min(durations):.1f}, median {statistics.median(durations):.1f}, max {max(durations):.1f}\n"
+            f"  clip seconds: min {min(durations):.1f}, median {statistics.median(durations):.1f}, "
+            f"max {max(durations):.1f}\n"
             f"  clips per speaker: {speakers}"
         )
 
@@ -81,7 +86,9 @@ class DatasetSurvey:
 def pick(columns: list[str], candidates: tuple[str, ...], what: str, required: bool = True) -> str | None:
     found = next((name for name in candidates if name in columns), None)
     if found is None and required:
-        raise SystemExit(f"cannot tell which column holds the {what}: the dataset has {columns}; expected one of {candidates}")
+        raise SystemExit(
+            f"cannot tell which column holds the {what}: the dataset has {columns}; expected one of {candidates}"
+        )
     return found
 
 

@@ -1,10 +1,10 @@
-"""SNAC's Snake and its depthwise and 1x1 convolutions as C kernels (cpu_kernels.c), built with the machine's
-C compiler.
+"""SNAC's Snake and its depthwise and 1x1 convolutions as C kernels (kernels.c), built with the machine's C
+compiler.
 
-They do torch's float operations in the same order with a fraction of the memory traffic, and `codec` uses
-each only where it gives torch's values on the machine. The build takes about 0.3 s per process, into a
-temporary folder: `-march=native` code is never shared between machines. Where no C compiler with OpenMP is
-found (`CC`, else `cc`), SNAC keeps torch's paths; without MKL's sin in torch, so does Snake.
+They do torch's float operations in the same order with a fraction of the memory traffic; `kernel_forms` uses
+each only where it gives torch's values on the machine. Each process builds them into a temporary folder:
+`-march=native` code is never shared between machines. Where no C compiler with OpenMP is found (`CC`, else
+`cc`), SNAC keeps torch's paths; without MKL's sin in torch, so does Snake.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 LOG = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("cpu_kernels.c")
+SOURCE = Path(__file__).with_name("kernels.c")
 # The mode torch passes to MKL's sin (aten/src/ATen/cpu/vml.h): VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE.
 SIN_MODE = 0x2 | 0x140000 | 0x100
 
@@ -38,7 +38,7 @@ def library() -> ctypes.CDLL | None:
     ]
     try:  # the temporary folder too: without a writable one, SNAC still loads, on torch's paths
         with tempfile.TemporaryDirectory() as folder:
-            built = os.path.join(folder, "cpu_kernels.so")
+            built = os.path.join(folder, "kernels.so")
             subprocess.run([*command, "-o", built], check=True, capture_output=True, text=True, timeout=300)
             kernels = ctypes.CDLL(built)  # loaded after torch: OpenMP is torch's own libgomp, no second thread pool
     except (OSError, subprocess.SubprocessError) as exc:

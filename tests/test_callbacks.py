@@ -14,7 +14,7 @@ from transformers.integrations import TensorBoardCallback
 
 from axolotl_orpheus import speak
 from axolotl_orpheus.args import SamplePrompt
-from axolotl_orpheus.samples import SpeechSamplesCallback
+from axolotl_orpheus.callbacks import SpeechSamplesCallback
 from test_plugin import validated
 
 
@@ -59,7 +59,6 @@ def test_other_processes_speak_nothing(tmp_path, tokenizer, standins, tiny_model
 
 def test_samples_reach_tensorboard(tmp_path, tokenizer, standins, tiny_model):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from torch.utils.tensorboard import SummaryWriter
 
     board = TensorBoardCallback(SummaryWriter(log_dir=str(tmp_path / "tb")))
@@ -132,7 +131,7 @@ def test_a_failing_sample_is_logged_and_training_goes_on(
     args = SimpleNamespace(output_dir=str(tmp_path), report_to=[])
     tiny_model.train()
     callback.on_train_begin(args, state_at(0), None, model=tiny_model)
-    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.samples"):
+    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.callbacks"):
         callback.on_evaluate(args, state_at(5), None, model=tiny_model)
     assert [p.name for p in (tmp_path / "orpheus_samples" / "step-5").iterdir()] == ["01-text.wav"]
     assert "sample 00-ada ('Hello there.') failed at step 5" in caplog.text

@@ -1,5 +1,5 @@
 /* SNAC's Snake activation and its depthwise and 1x1 convolutions on CPU, doing the float operations of
- * torch's own paths in the same order, so that the values are the same (axolotl_orpheus.codec checks each
+ * torch's own paths in the same order, so that the values are the same (kernel_forms.py checks each
  * against torch on the machine before it uses it).
  *
  * Why: torch runs Snake as five passes over tens of MB, oneDNN runs the dilated depthwise convolutions
