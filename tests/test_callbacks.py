@@ -104,6 +104,18 @@ def test_the_snac_decoder_loads_when_training_begins(tokenizer, standins, tiny_m
     assert next(callback.snac.parameters()).device == next(tiny_model.parameters()).device
 
 
+def test_the_samples_decoder_follows_orpheus_cpu_kernels(tmp_path, tokenizer, standins, tiny_model, caplog):
+    """From the config through the plugin's hook: with orpheus_cpu_kernels: false the decoder runs torch's kernels."""
+    from axolotl_orpheus.plugin import OrpheusPlugin
+
+    cfg = validated(tmp_path, standins, orpheus_sample_prompts=[{"text": "Hi."}], orpheus_cpu_kernels=False)
+    trainer = SimpleNamespace(processing_class=tokenizer, callback_handler=SimpleNamespace(callbacks=[]))
+    (callback,) = OrpheusPlugin().add_callbacks_post_trainer(cfg, trainer)
+    with caplog.at_level("INFO", logger="axolotl_orpheus.codec"):
+        callback.on_train_begin(None, state_at(0), None, model=tiny_model)
+    assert "on cpu: torch's kernels (orpheus_cpu_kernels: false)" in caplog.text
+
+
 def test_a_snac_that_cannot_load_stops_training_before_its_first_step(tmp_path, tokenizer, standins, tiny_model):
     callback = make_callback(tokenizer, standins, snac_model=str(tmp_path / "missing-snac"))
     with pytest.raises(RuntimeError, match="cannot load the SNAC model .*missing-snac.* Set orpheus_snac_model to"):
