@@ -88,7 +88,9 @@ def check_signals(max_channels: int) -> Callable[[int], list[torch.Tensor]]:
     shapes = (2, 1031), (1, 9 * 512)
     generator = np.random.default_rng(0)
     draw = torch.from_numpy(generator.standard_normal(max_channels * 9 * 512, dtype=np.float32) * 3)
-    return lambda channels: [draw[: b * channels * length].view(b, channels, length) for b, length in shapes]
+    return lambda channels: [
+        draw[: batch * channels * length].view(batch, channels, length) for batch, length in shapes
+    ]
 
 
 def gives_torch_values(form: Callable, torch_form: Callable, signals: list[torch.Tensor]) -> bool:
