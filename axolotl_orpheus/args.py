@@ -13,9 +13,24 @@ from axolotl_orpheus import __version__
 DEFAULT_BASE_MODEL = "canopylabs/orpheus-3b-0.1-pretrained"
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 DEFAULT_SEQUENCE_LEN = 8192
-# Keys that never change a prepared row (training-time samples, where codes are cached, how fast SNAC runs),
+# The models that hear the samples: Whisper for the words, a WavLM x-vector for the voice.
+DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
+DEFAULT_SPEAKER_MODEL = "microsoft/wavlm-base-plus-sv"
+# Keys that never change a prepared row (training-time samples and scores, where codes are cached, how and where
+# SNAC runs),
 # so changing them does not re-prepare data.
-NOT_IN_ROWS = {"orpheus_sample_prompts", "orpheus_sample_max_new_tokens", "orpheus_codes_cache", "orpheus_cpu_kernels"}
+NOT_IN_ROWS = {
+    "orpheus_sample_prompts",
+    "orpheus_sample_max_new_tokens",
+    "orpheus_codes_cache",
+    "orpheus_cpu_kernels",
+    "orpheus_eval_samples",
+    "orpheus_asr_model",
+    "orpheus_eval_language",
+    "orpheus_speaker_model",
+    "orpheus_encode_cluster",
+    "orpheus_ray_address",
+}
 
 # Under each Orpheus dataset entry's `message_property_mappings`, the one dict of an entry that survives axolotl's
 # validation and is part of its prepared-dataset hash, the plugin writes for the strategy:
@@ -131,6 +146,21 @@ class OrpheusArgs(BaseModel):
             "orpheus_codes); a folder (e.g. one shared by nodes); false: keep codes for this run only."
         },
     )
+    orpheus_encode_cluster: Literal["local", "ray"] = Field(
+        default="local",
+        json_schema_extra={
+            "description": "local: encode on this machine's devices; ray: encode the clips the codes cache lacks on "
+            "a Ray cluster, one SNAC per GPU (or per CPU node), with the same codes (pip install "
+            "'axolotl-orpheus[ray]')."
+        },
+    )
+    orpheus_ray_address: str | None = Field(
+        default=None,
+        json_schema_extra={
+            "description": "The Ray cluster to join with orpheus_encode_cluster: ray, e.g. 10.0.0.1:6379 (default: "
+            "RAY_ADDRESS, else the cluster `ray start` began on this machine, else a Ray started for the run)."
+        },
+    )
 
     orpheus_on_bad_row: Literal["skip", "raise"] = Field(
         default="skip",
@@ -155,6 +185,30 @@ class OrpheusArgs(BaseModel):
     )
     orpheus_sample_max_new_tokens: int = Field(
         default=1200, ge=7, json_schema_extra={"description": "Token budget per sample sentence (7 per frame)."}
+    )
+    orpheus_eval_samples: int = Field(
+        default=0,
+        ge=0,
+        json_schema_extra={
+            "description": "At each evaluation, speak the eval split's first N rows and log eval_orpheus_cer, _wer, "
+            "_speaker_similarity, _stop_rate, _duration_ratio and _loop_rate; samples and metrics.json go to "
+            "output_dir/orpheus_samples/step-N/. 0: off."
+        },
+    )
+    orpheus_asr_model: str = Field(
+        default=DEFAULT_ASR_MODEL,
+        json_schema_extra={"description": "Whisper model that transcribes the samples: a hub id or a local folder."},
+    )
+    orpheus_eval_language: str | None = Field(
+        default=None,
+        json_schema_extra={"description": "The samples' language for Whisper, e.g. en (default: detected per sample)."},
+    )
+    orpheus_speaker_model: str = Field(
+        default=DEFAULT_SPEAKER_MODEL,
+        json_schema_extra={
+            "description": "x-vector model that compares each sample's voice with its row's audio: a hub id or a "
+            "local folder."
+        },
     )
 
     @model_validator(mode="after")

@@ -240,6 +240,14 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
 
 
+def mono_blocks(source: Any, base_dir: str | None = None) -> Iterator[np.ndarray]:
+    """A row's audio downmixed to mono float32 at its own rate (audio_header's), from the start, a block of
+    about BLOCK_SAMPLES decoded samples at a time: memory holds one block whatever the file's length."""
+    with _AudioFile(source, base_dir) as audio:
+        for block in audio.blocks(max(1, BLOCK_SAMPLES // audio.sound.channels)):
+            yield to_mono(block)
+
+
 def resample(samples: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Resample mono float32 samples with soxr's high quality setting; a no-op at the target rate."""
     if rate == target_rate:

@@ -1,4 +1,4 @@
-"""Speech samples during training: hear the fine-tune at each evaluation and at the end."""
+"""During training: hear the fine-tune (samples at each evaluation and at the end) and score it (eval_orpheus_*)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
 from axolotl_orpheus import codec, speak
-from axolotl_orpheus.args import SamplePrompt
+from axolotl_orpheus.args import OrpheusArgs, SamplePrompt
 from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
 
 LOG = get_logger(__name__)
@@ -41,6 +41,7 @@ class SpeechSamplesCallback(TrainerCallback):
         self.callbacks = callbacks  # the trainer's, to find tensorboard's writer
         self.cpu_kernels = cpu_kernels
         self.snac = None
+        self.spoken_steps: set[int] = set()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:
@@ -69,11 +70,12 @@ class SpeechSamplesCallback(TrainerCallback):
     def speak_samples(self, args, state, model) -> None:
         folder = Path(args.output_dir) / SAMPLES_FOLDER / f"step-{state.global_step}"
         # An evaluation at the last step and the end of training share a step: speak once.
-        if not state.is_world_process_zero or model is None or folder.is_dir():
+        if not state.is_world_process_zero or model is None or state.global_step in self.spoken_steps:
             return
+        self.spoken_steps.add(state.global_step)
         self.load_decoder(model)  # already loaded at train begin; here for an evaluation outside training
         LOG.info(f"Orpheus: speaking {len(self.prompts)} samples into {folder}")
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         clips = {}
         for index, prompt in enumerate(self.prompts):
             name = sample_name(index, prompt)
@@ -117,3 +119,100 @@ class SpeechSamplesCallback(TrainerCallback):
                 for name, clip in clips.items():
                     writer.add_audio(f"{SAMPLES_FOLDER}/{name}", clip[None], step, sample_rate=SAMPLE_RATE)
                 writer.flush()
+
+
+class SpeechScorer(TrainerCallback):
+    """Scores the fine-tune at each evaluation: speaks the eval split's first `orpheus_eval_samples` rows and
+    returns the evaluation module's means as the trainer's metrics (eval_orpheus_cer, ...).
+
+    They are the trainer's `compute_metrics`, so they land in the evaluation's own log entry (log_history, wandb,
+    tensorboard) before early stopping and the best-checkpoint choice read it. The judges load when training
+    begins, so a wrong model id stops training before its first step; a scoring that fails later is logged and
+    gives NaN scores, and training goes on.
+    """
+
+    def __init__(self, trainer, settings: OrpheusArgs, voices: set[str]) -> None:
+        self.trainer = trainer
+        self.settings = settings
+        self.voices = voices
+        self.evaluation = None
+        self.rows = None
+        self.other_metrics = trainer.compute_metrics  # another scorer's (none in axolotl): its metrics are kept
+        trainer.compute_metrics = self.compute_metrics
+        if self.other_metrics is None and trainer.preprocess_logits_for_metrics is None:
+            # compute_metrics makes evaluation gather predictions; these scores read none, so keep one value a row.
+            trainer.preprocess_logits_for_metrics = self.drop_logits
+
+    @staticmethod
+    def drop_logits(logits, labels) -> torch.Tensor:
+        return torch.zeros(len(logits), 1, device=logits.device)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            self.load_judges(model)
+
+    def load_judges(self, model) -> None:
+        """SNAC, Whisper and the speaker model on the model's device, and the eval rows, once."""
+        if self.evaluation is not None:
+            return
+        from axolotl_orpheus.asr import ASR
+        from axolotl_orpheus.evaluation import Evaluation, prepared_rows
+        from axolotl_orpheus.voiceprint import SpeakerEncoder
+
+        settings = self.settings
+        device = next(model.parameters()).device
+        try:
+            snac = codec.load_snac(settings.orpheus_snac_model, device, cpu_kernels=settings.orpheus_cpu_kernels)
+            asr = ASR(settings.orpheus_asr_model, device, settings.orpheus_eval_language)
+            speakers = SpeakerEncoder(settings.orpheus_speaker_model, device)
+        except Exception as error:
+            raise RuntimeError(
+                f"orpheus_eval_samples: cannot load a model that scores the samples: {error} Set orpheus_snac_model, "
+                "orpheus_asr_model and orpheus_speaker_model to models this machine can load, or set "
+                "orpheus_eval_samples: 0."
+            ) from error
+        eval_dataset = self.trainer.eval_dataset
+        count = min(settings.orpheus_eval_samples, len(eval_dataset))
+        input_ids = eval_dataset.select(range(count))["input_ids"]
+        self.rows = prepared_rows(input_ids, self.trainer.processing_class, snac, self.voices)
+        self.evaluation = Evaluation(snac, asr, speakers, settings.orpheus_sample_max_new_tokens)
+        LOG.info(f"Orpheus: scoring {count} eval rows at each evaluation")
+
+    def compute_metrics(self, prediction, compute_result: bool = True) -> dict[str, float]:
+        from axolotl_orpheus.evaluation import METRICS
+
+        metrics = self.other_metrics(prediction) if self.other_metrics is not None else {}
+        if not compute_result:  # batch_eval_metrics: only the last batch's call gives the result
+            return metrics
+        scores = dict.fromkeys(METRICS, float("nan"))
+        state = self.trainer.state
+        if state.is_world_process_zero:
+            scores.update(self.score(state.global_step))
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes > 1:  # every process decides on early stopping and the best checkpoint
+            from accelerate.utils import broadcast_object_list
+
+            scores = broadcast_object_list([scores])[0]
+        return {**metrics, **scores}
+
+    def score(self, step: int) -> dict[str, float]:
+        folder = Path(self.trainer.args.output_dir) / SAMPLES_FOLDER / f"step-{step}"
+        out_of_memory = False
+        try:
+            self.load_judges(self.trainer.model)  # loaded at train begin; here for an evaluation outside training
+            report = self.evaluation.run(self.trainer.model, self.rows, folder)
+        except Exception as error:
+            LOG.warning(f"Orpheus: scoring at step {step} failed, scores are NaN; training goes on: "
+                        f"{type(error).__name__}: {error}")
+            out_of_memory = isinstance(error, torch.OutOfMemoryError)
+        else:
+            means = report["mean"]
+            LOG.info(
+                f"Orpheus: scored {len(self.rows)} samples at step {step} in {report['seconds']:.1f} s: "
+                + ", ".join(f"{name.removeprefix('orpheus_')} {value:.3f}" for name, value in means.items())
+                + f" ({folder})"
+            )
+            return means
+        if out_of_memory:  # as for samples: once the traceback's tensors are gone
+            torch.cuda.empty_cache()
+        return {}

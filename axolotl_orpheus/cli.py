@@ -1,11 +1,18 @@
-"""`axolotl-orpheus`: demo, init, decode, speak, report and cache, thin on top of the package's functions."""
+"""`axolotl-orpheus`: demo, segment, init, decode, speak, evaluate, check-transcripts, report and cache, thin on top
+of the package's functions."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from axolotl_orpheus.args import DEFAULT_BASE_MODEL, DEFAULT_SEQUENCE_LEN, DEFAULT_SNAC_MODEL
+from axolotl_orpheus.args import (
+    DEFAULT_ASR_MODEL,
+    DEFAULT_BASE_MODEL,
+    DEFAULT_SEQUENCE_LEN,
+    DEFAULT_SNAC_MODEL,
+    DEFAULT_SPEAKER_MODEL,
+)
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -47,6 +54,36 @@ def speak(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(samples) / SAMPLE_RATE:.2f} s at 24 kHz)")
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    from axolotl_orpheus.evaluation import evaluate_checkpoints, metrics_table
+
+    if (args.prepared is None) == (args.texts is None):
+        raise SystemExit("evaluate: give the rows to speak, either --prepared DIR or --texts FILE")
+    texts = None
+    if args.texts:
+        texts = [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise SystemExit(f"evaluate: {args.texts} holds no text; write one sentence per line")
+    reports = evaluate_checkpoints(
+        args.model, Path(args.out), prepared=Path(args.prepared) if args.prepared else None, rows=args.rows,
+        texts=texts, voice=args.voice, references=[Path(path) for path in args.reference], asr_model=args.asr_model,
+        speaker_model=args.speaker_model, snac_model=args.snac_model, language=args.language,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, device=args.device,
+    )
+    print(metrics_table(reports))
+    print(f"\nwrote {Path(args.out) / 'metrics.json'} and one folder of wavs per model under {args.out}")
+
+
+def check_transcripts(args: argparse.Namespace) -> None:
+    from axolotl_orpheus.asr import ASR
+    from axolotl_orpheus.transcripts import check_transcripts as check
+    from axolotl_orpheus.transcripts import summary_text, write_report
+
+    report = check(args.dataset, ASR(args.asr_model, args.device, args.language), args.threshold)
+    print(summary_text(report))
+    print("wrote " + " and ".join(map(str, write_report(report, Path(args.out)))))
+
+
 def init(args: argparse.Namespace) -> None:
     from axolotl_orpheus import survey
 
@@ -61,6 +98,19 @@ def init(args: argparse.Namespace) -> None:
         survey.write_config(found, str(out), args.voice, args.base_model, args.snac_model, args.sequence_len)
     )
     print(f"wrote {out}: run `axolotl preprocess {out}` then `axolotl train {out}`")
+
+
+def segment(args: argparse.Namespace) -> None:
+    from axolotl_orpheus.segment import REPORT_FILE, segment_recordings, summary
+
+    report = segment_recordings(
+        args.recordings, args.out, speaker=args.speaker, transcript=args.transcript, asr_model=args.asr_model,
+        language=args.language, min_seconds=args.min_seconds, max_seconds=args.max_seconds, max_cer=args.max_cer,
+        device=args.device, on_bad=args.on_bad,
+    )
+    print(summary(report))
+    print(f"wrote {Path(args.out) / 'metadata.csv'} and {Path(args.out) / REPORT_FILE}: "
+          f"next, `axolotl-orpheus init {args.out}`")
 
 
 def report(args: argparse.Namespace) -> None:
@@ -123,6 +173,38 @@ def main(argv: list[str] | None = None) -> None:
     speak_parser.add_argument("--device", default=None, help="default: cuda, then mps, then cpu")
     speak_parser.set_defaults(func=speak)
 
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="score checkpoints: ASR round trip, speaker similarity, stopping, duration, loops"
+    )
+    evaluate_parser.add_argument("--model", required=True, action="append",
+                                 help="a model folder, hub id or LoRA adapter folder; repeat to compare several")
+    evaluate_parser.add_argument("--prepared", default=None, help="a prepared dataset folder: speak its first rows")
+    evaluate_parser.add_argument("--rows", type=int, default=8, help="how many of the prepared rows")
+    evaluate_parser.add_argument("--texts", default=None, help="or a text file, one sentence per line")
+    evaluate_parser.add_argument("--voice", default=None, help="the voice name to speak --texts in")
+    evaluate_parser.add_argument("--reference", nargs="*", default=[], metavar="WAV",
+                                 help="clips of the voice for --texts: one per text, or any number for the voice")
+    evaluate_parser.add_argument("--asr-model", default=DEFAULT_ASR_MODEL)
+    evaluate_parser.add_argument("--speaker-model", default=DEFAULT_SPEAKER_MODEL)
+    evaluate_parser.add_argument("--snac-model", default=DEFAULT_SNAC_MODEL)
+    evaluate_parser.add_argument("--language", default=None, help="e.g. en; default: detected per sample")
+    evaluate_parser.add_argument("--max-new-tokens", type=int, default=1200, help="per sample; 7 per frame")
+    evaluate_parser.add_argument("--seed", type=int, default=0)
+    evaluate_parser.add_argument("--device", default=None, help="default: cuda, then mps, then cpu")
+    evaluate_parser.add_argument("--out", required=True, help="folder for metrics.json and the wavs")
+    evaluate_parser.set_defaults(func=evaluate)
+
+    check_parser = commands.add_parser(
+        "check-transcripts", help="transcribe a dataset's clips and list the rows whose text does not match"
+    )
+    check_parser.add_argument("dataset", help="a folder with metadata.csv, a parquet/csv file, or a hub dataset id")
+    check_parser.add_argument("--asr-model", default=DEFAULT_ASR_MODEL)
+    check_parser.add_argument("--language", default=None, help="e.g. en; default: detected per clip")
+    check_parser.add_argument("--threshold", type=float, default=0.2, help="list rows with a CER above this")
+    check_parser.add_argument("--out", default="transcript_check", help="writes OUT.json and OUT.csv")
+    check_parser.add_argument("--device", default=None, help="default: cuda, then mps, then cpu")
+    check_parser.set_defaults(func=check_transcripts)
+
     init_parser = commands.add_parser("init", help="inspect a raw audio dataset and write a finetune.yml for it")
     init_parser.add_argument("dataset", help="a folder with metadata.csv, a parquet/csv file, or a hub dataset id")
     init_parser.add_argument("--voice", default=None, help="speaker name for a single-voice dataset")
@@ -131,6 +213,28 @@ def main(argv: list[str] | None = None) -> None:
     init_parser.add_argument("--snac-model", default=DEFAULT_SNAC_MODEL)
     init_parser.add_argument("--sequence-len", type=int, default=DEFAULT_SEQUENCE_LEN)
     init_parser.set_defaults(func=init)
+
+    segment_parser = commands.add_parser(
+        "segment", help="cut long recordings at pauses into transcribed clips: a folder that init and preprocess read"
+    )
+    segment_parser.add_argument("recordings", nargs="+", metavar="RECORDING_OR_FOLDER",
+                                help="audio files, or folders of them (searched through)")
+    segment_parser.add_argument("--out", required=True, help="the folder to write: clips, metadata.csv, the report")
+    segment_parser.add_argument("--speaker", default=None, help="the speaker column's value; default: --out's name")
+    segment_parser.add_argument("--transcript", default=None, metavar="FILE_OR_FOLDER",
+                                help="the recording's known text (a folder: RECORDING_NAME.txt for each): clips "
+                                     "keep it, split by the ASR's words, instead of what the ASR heard")
+    segment_parser.add_argument("--asr-model", default=DEFAULT_ASR_MODEL, help="a Whisper hub id or local folder")
+    segment_parser.add_argument("--language", default=None, help="e.g. en; default: detected per clip")
+    segment_parser.add_argument("--min-seconds", type=float, default=1.0, help="shorter clips are dropped")
+    segment_parser.add_argument("--max-seconds", type=float, default=20.0, help="longer speech is cut")
+    segment_parser.add_argument("--max-cer", type=float, default=0.2,
+                                help="with --transcript: drop clips whose heard text is further than this (a "
+                                     "character error rate) from their known text")
+    segment_parser.add_argument("--device", default=None, help="for the ASR; default: cuda, then mps, then cpu")
+    segment_parser.add_argument("--on-bad", choices=["skip", "raise"], default="skip",
+                                help="a recording that cannot be read: report it and go on, or stop")
+    segment_parser.set_defaults(func=segment)
 
     report_parser = commands.add_parser("report", help="print a prepared dataset's report and plot it to a PNG")
     report_parser.add_argument("prepared_dir", help="a prepared dataset folder (dataset_prepared_path/<hash>)")

@@ -13,6 +13,7 @@ in one process stops them all before their next chunk.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -126,11 +127,45 @@ def probe_length(model, source: Any, base_dir: str | None, job: Job, max_kept_fr
     )
 
 
-def _load(source: Any, base_dir: str | None) -> audio.Clip | audio.AudioError:
+def needs_probe(job: Job, settings: EncodeSettings) -> bool:
+    """Whether the header shows more frames than a row can hold: probe_length decides before it is encoded whole."""
+    return settings.max_kept_frames is not None and frames(job) > settings.max_kept_frames
+
+
+def load_or_error(source: Any, base_dir: str | None) -> audio.Clip | audio.AudioError:
     try:
         return audio.load_checked_clip(source, base_dir)
     except audio.AudioError as exc:
         return exc
+
+
+def decoding_threads(device: str) -> int:
+    """On CPU, torch's threads already use every core; on a GPU, CPU decoding is what keeps it busy."""
+    return 1 if torch.device(device).type == "cpu" else min(8, multiprocessing.cpu_count())
+
+
+def encode_loaded(
+    model, part: list[Job], loaded: list[audio.Clip | audio.AudioError], settings: EncodeSettings
+) -> tuple[list[tuple[Job, Entry]], dict[int, audio.AudioError]]:
+    """One chunk's codes from its decoded clips, and the rows whose audio could not be decoded; with
+    stop_at_failure, a chunk holding such a row is not encoded (the run will raise)."""
+    failed = {job.row: clip for job, clip in zip(part, loaded) if isinstance(clip, audio.AudioError)}
+    clips = [(job, clip) for job, clip in zip(part, loaded) if job.row not in failed]
+    if failed and settings.stop_at_failure:
+        return [], failed
+    codes = codec.encode(model, [clip.samples for _, clip in clips], settings.batch_size)
+    entries = [(job, Entry(clip_codes, clip.seconds, clip.warnings)) for (job, clip), clip_codes in zip(clips, codes)]
+    return entries, failed
+
+
+def encoding_error(device: str, part: list[Job], sources: Callable[[list[int]], list], exc: Exception) -> EncodingError:
+    """What failed, for the rows of a chunk: the device, the first rows and their audio."""
+    rows = ", ".join(str(job.row) for job in part[:3]) + (f" and {len(part) - 3} more" if len(part) > 3 else "")
+    try:
+        rows += f" ({', '.join(audio.describe_source(s) for s in sources([job.row for job in part[:3]]))})"
+    except Exception:  # noqa: BLE001 - reading the audio column may be what failed
+        pass
+    return EncodingError(f"SNAC encoding on {device} failed on rows {rows}: {type(exc).__name__}: {exc}")
 
 
 def encode_share(
@@ -143,21 +178,15 @@ def encode_share(
     if threads:
         torch.set_num_threads(threads)
     model = codec.load_snac(settings.snac_model, device, settings.compile, settings.cpu_kernels)
-    on_cpu = torch.device(device).type == "cpu"
-    # On CPU, torch's threads already use every core; on a GPU, CPU decoding is what keeps it busy.
-    decoders = ThreadPoolExecutor(1 if on_cpu else min(8, multiprocessing.cpu_count()))
+    decoders = ThreadPoolExecutor(decoding_threads(device))
 
     def decode(part: list[Job]) -> list[Future]:
-        return [decoders.submit(_load, source, column.base_dir) for source in column.sources([j.row for j in part])]
+        sources = column.sources([job.row for job in part])
+        return [decoders.submit(load_or_error, source, column.base_dir) for source in sources]
 
     def failure(part: list[Job], exc: Exception) -> EncodingError:
         _stop_all()
-        rows = ", ".join(str(job.row) for job in part[:3]) + (f" and {len(part) - 3} more" if len(part) > 3 else "")
-        try:
-            rows += f" ({', '.join(audio.describe_source(s) for s in column.sources([job.row for job in part[:3]]))})"
-        except Exception:  # noqa: BLE001 - reading the audio column may be what failed
-            pass
-        return EncodingError(f"SNAC encoding on {device} failed on rows {rows}: {type(exc).__name__}: {exc}")
+        return encoding_error(device, part, column.sources, exc)
 
     failed: dict[int, audio.AudioError] = {}
     progress = tqdm(
@@ -168,7 +197,7 @@ def encode_share(
     with decoders, progress, codec.keep_freed_memory():
         # Clips longer than a row can hold are probed from their start, before any of them is decoded whole.
         limit = settings.max_kept_frames
-        for job in [job for job in jobs if limit is not None and frames(job) > limit]:
+        for job in [job for job in jobs if needs_probe(job, settings)]:
             if _stopping():
                 return failed
             try:
@@ -189,18 +218,13 @@ def encode_share(
             try:
                 loaded = [future.result() for future in (upcoming or decode(part))]
                 upcoming = decode(chunks[index + 1]) if index + 1 < len(chunks) else []
-                clips = []
-                for job, clip in zip(part, loaded):
-                    if isinstance(clip, audio.AudioError):
-                        failed[job.row] = clip
-                    else:
-                        clips.append((job, clip))
-                if failed and settings.stop_at_failure:
+                entries, bad = encode_loaded(model, part, loaded, settings)
+                failed.update(bad)
+                if bad and settings.stop_at_failure:
                     _stop_all()
                     break
-                codes = codec.encode(model, [clip.samples for _, clip in clips], settings.batch_size)
-                for (job, clip), clip_codes in zip(clips, codes):
-                    cache.put(job.key, Entry(clip_codes, clip.seconds, clip.warnings))
+                for job, entry in entries:
+                    cache.put(job.key, entry)
             except Exception as exc:
                 raise failure(part, exc) from exc
             encoded_seconds += sum(job.seconds for job in part)

@@ -16,7 +16,7 @@ from axolotl.utils.logging import get_logger
 from datasets import config as datasets_config
 
 from axolotl_orpheus.args import FINGERPRINT_KEY, REPORTS_KEY, SOURCE_KEY, SPLIT_KEY, OrpheusArgs
-from axolotl_orpheus.report import DatasetReport, full_report, summary_text, write_report
+from axolotl_orpheus.report import REPORT_FILE, DatasetReport, full_report, summary_text, write_report
 from axolotl_orpheus.reproducible import files_digest
 
 LOG = get_logger(__name__)
@@ -167,6 +167,46 @@ def pin_fingerprint(prepared: Path) -> None:
     state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
+def prepared_folder(cfg, entries: list, tokenizer_name: str) -> Path:
+    """Where axolotl saves (and finds) the prepared rows of these dataset entries."""
+    from axolotl.utils.data.shared import generate_dataset_hash_from_config, get_prepared_dataset_path
+
+    return Path(get_prepared_dataset_path(cfg, generate_dataset_hash_from_config(cfg, entries, tokenizer_name)))
+
+
+def prepared_voices(cfg, tokenizer_name: str) -> set[str]:
+    """The speaker names in the prepared rows' reports (train and test), to read "tara: Hello" back as a voice."""
+    voices: set[str] = set()
+    for entries in (cfg.datasets, cfg.test_datasets):
+        report = prepared_folder(cfg, entries, tokenizer_name) / REPORT_FILE if entries else None
+        if report is not None and report.is_file():
+            voices.update(name for name in json.loads(report.read_text())["total"]["speakers"] if name)
+    return voices
+
+
+def best_checkpoint_direction(cfg) -> bool | None:
+    """greater_is_better for an Orpheus metric_for_best_model (None for another metric); refuses one that cannot
+    choose a checkpoint."""
+    from axolotl_orpheus.evaluation import METRICS
+
+    metric = cfg.get("metric_for_best_model")
+    name = str(metric).removeprefix("eval_") if metric else None
+    if name not in METRICS:
+        return None
+    if not OrpheusArgs.from_cfg(cfg).orpheus_eval_samples:
+        raise ValueError(
+            f"metric_for_best_model: {metric} is scored only with orpheus_eval_samples; set it (e.g. 8) and an eval "
+            "split (val_set_size or test_datasets)"
+        )
+    greater_is_better = METRICS[name]
+    if greater_is_better is None:
+        raise ValueError(
+            f"metric_for_best_model: {metric} is best at 1, neither high nor low, so it cannot choose a checkpoint; "
+            "use eval_orpheus_cer (or eval_orpheus_speaker_similarity)"
+        )
+    return greater_is_better
+
+
 class OrpheusPlugin(BasePlugin):
     """Fine-tune Orpheus TTS on raw audio + text with `type: axolotl_orpheus.tts` datasets."""
 
@@ -180,6 +220,7 @@ class OrpheusPlugin(BasePlugin):
     def register(self, cfg: dict) -> None:
         """Rewrite the raw config's Orpheus dataset entries before axolotl validates and loads them."""
         fingerprint = OrpheusArgs.from_cfg(cfg).fingerprint()
+        best_checkpoint_direction(cfg)  # refuses a metric that cannot choose a checkpoint when the config loads
         for key in ("datasets", "test_datasets"):
             for entry in cfg.get(key) or []:
                 if str(entry.get("type", "")).startswith(STRATEGY_TYPE):
@@ -204,7 +245,6 @@ class OrpheusPlugin(BasePlugin):
         if not preprocess or cfg.rl:
             return None
         from axolotl.common.datasets import load_datasets
-        from axolotl.utils.data.shared import generate_dataset_hash_from_config, get_prepared_dataset_path
         from datasets import load_from_disk
 
         self.reports.clear()
@@ -217,35 +257,57 @@ class OrpheusPlugin(BasePlugin):
             reports = [report for report in self.reports if report.split == split]
             if not reports:  # prepared before: nothing was encoded or framed
                 continue
-            dataset_hash = generate_dataset_hash_from_config(cfg, entries, reports[0].tokenizer)
-            prepared = get_prepared_dataset_path(cfg, dataset_hash)
+            prepared = prepared_folder(cfg, entries, reports[0].tokenizer)
             pin_fingerprint(prepared)
             report = full_report(reports, rows_saved=load_from_disk(str(prepared)).num_rows)
             path = write_report(report, prepared)
             LOG.info(f"All Orpheus {split} datasets:\n{summary_text(report['total'])}\nReport: {path}")
         return dataset_meta
 
+    def get_training_args(self, cfg) -> dict:
+        """The right greater_is_better for an Orpheus metric_for_best_model, whatever the config says.
+
+        transformers takes a metric whose name does not end in "loss" as better when greater, and axolotl passes
+        greater_is_better on only when it is true: left alone, eval_orpheus_cer would keep the worst checkpoint.
+        """
+        greater_is_better = best_checkpoint_direction(cfg)
+        if greater_is_better is None:
+            return {}
+        if cfg.get("greater_is_better") not in (None, greater_is_better):
+            LOG.warning(f"greater_is_better: {cfg.get('greater_is_better')} ignored: for {cfg.metric_for_best_model} "
+                        f"{'higher' if greater_is_better else 'lower'} is better")
+        return {"greater_is_better": greater_is_better}
+
     def add_callbacks_post_trainer(self, cfg, trainer) -> list:
-        """Speak orpheus_sample_prompts at each evaluation and at the end of training."""
+        """Speak orpheus_sample_prompts at each evaluation and at the end of training; score orpheus_eval_samples
+        rows of the eval split at each evaluation."""
         settings = OrpheusArgs.from_cfg(cfg)
-        if not settings.orpheus_sample_prompts:
+        if not settings.orpheus_sample_prompts and not settings.orpheus_eval_samples:
             return []
         if cfg.fsdp or cfg.fsdp_config or cfg.deepspeed:
             # Sharded weights need every rank to take part in a forward pass; generating on one would hang.
             LOG.warning(
-                "orpheus_sample_prompts: no samples under FSDP or DeepSpeed; speak after training with "
-                "`axolotl-orpheus speak --model OUTPUT_DIR`"
+                "orpheus_sample_prompts, orpheus_eval_samples: no samples or scores under FSDP or DeepSpeed; speak "
+                "and score after training with `axolotl-orpheus speak` and `axolotl-orpheus evaluate`"
             )
             return []
-        from axolotl_orpheus.callbacks import SpeechSamplesCallback
+        from axolotl_orpheus.callbacks import SpeechSamplesCallback, SpeechScorer
 
-        return [
-            SpeechSamplesCallback(
-                settings.orpheus_sample_prompts,
-                trainer.processing_class,
-                settings.orpheus_snac_model,
-                settings.orpheus_sample_max_new_tokens,
-                trainer.callback_handler.callbacks,
-                settings.orpheus_cpu_kernels,
+        callbacks = []
+        if settings.orpheus_sample_prompts:
+            callbacks.append(
+                SpeechSamplesCallback(
+                    settings.orpheus_sample_prompts,
+                    trainer.processing_class,
+                    settings.orpheus_snac_model,
+                    settings.orpheus_sample_max_new_tokens,
+                    trainer.callback_handler.callbacks,
+                    settings.orpheus_cpu_kernels,
+                )
             )
-        ]
+        if settings.orpheus_eval_samples and not trainer.eval_dataset:
+            LOG.warning("orpheus_eval_samples: no eval split to score; set val_set_size or test_datasets")
+        elif settings.orpheus_eval_samples:
+            voices = prepared_voices(cfg, trainer.processing_class.name_or_path)
+            callbacks.append(SpeechScorer(trainer, settings, voices))
+        return callbacks

@@ -63,6 +63,7 @@ class DatasetReport:
     speaker_rows: dict[str, int] = field(default_factory=dict)
     speaker_seconds: dict[str, float] = field(default_factory=dict)
     codes_repaired: int = 0  # damaged codes cache entries, encoded again
+    encode_retries: int = 0  # Ray encoding actors restarted after a lost worker or node (their blocks encoded again)
 
     def drop(self, reason: str, row: int, seconds: float = 0.0) -> None:
         self.dropped.setdefault(reason, []).append(row)
@@ -118,6 +119,7 @@ def summarize(reports: list[DatasetReport]) -> dict:
         "audio_hours_out": round(sum(r.seconds_out for r in reports) / 3600, 6),
         "frames_removed_by_dedupe": sum(r.frames_removed for r in reports),
         "codes_cache_entries_repaired": sum(r.codes_repaired for r in reports),
+        "encode_retries": sum(r.encode_retries for r in reports),
         "tokens_per_row": {
             "min": int(tokens.min()) if len(tokens) else None,
             "median": float(np.median(tokens)) if len(tokens) else None,
@@ -162,6 +164,8 @@ def summary_text(summary: dict) -> str:
         lines.append(f"  dropped by axolotl after the strategy: {dropped} ({AXOLOTL_DROPS})")
     if summary.get("codes_cache_entries_repaired"):  # .get: reports written before it was counted
         lines.append(f"  codes cache: {summary['codes_cache_entries_repaired']} damaged entries encoded again")
+    if summary.get("encode_retries"):
+        lines.append(f"  encoding: {summary['encode_retries']} Ray actors restarted, their blocks encoded again")
     for kind, hints in (("dropped", DROP_REASONS), ("warnings", WARNING_REASONS)):
         for reason, entry in summary[kind].items():
             rows = ", ".join(str(e["row"]) for e in entry["examples"])

@@ -11,7 +11,13 @@ hub and in seconds, so this module builds local folders with the same layout:
 * a SNAC 24 kHz codec with the real architecture and random weights, so the
   code shapes and frame rates are real even though the audio is noise;
 * a tiny Llama with the Orpheus vocabulary, usable as ``base_model:`` in an
-  axolotl config.
+  axolotl config;
+* a tiny Whisper (with its processor: a byte-level tokenizer holding Whisper's
+  special, language and timestamp tokens) and a tiny WavLM x-vector speaker
+  model (with its feature extractor), in place of openai/whisper-large-v3-turbo
+  and microsoft/wavlm-base-plus-sv for the scoring and segmenting code. Their
+  transcripts and embeddings are noise; they keep the real loading and calling
+  paths.
 
 Everything is built from packages already installed (the Llama-3 BPE ships
 inside ``llama_models``) and is seeded, so every build gives the same weights.
@@ -36,7 +42,7 @@ from transformers.convert_slow_tokenizer import TikTokenConverter
 from axolotl_orpheus.reproducible import seeded
 
 # Bump whenever what the builders write changes, so old caches get rebuilt.
-STANDINS_VERSION = "orpheus-standins-2"
+STANDINS_VERSION = "orpheus-standins-3"
 
 BOS_TOKEN = "<|begin_of_text|>"
 BOS_ID = 128000
@@ -175,18 +181,91 @@ def build_llama(out_dir: Path, tokenizer_dir: Path) -> Path:
     return out_dir
 
 
+def build_whisper(out_dir: Path) -> Path:
+    """Write a tiny random Whisper and its processor, loadable as `openai/whisper-*` is: by folder or hub id.
+
+    The vocabulary is the 256 byte-level symbols, then Whisper's special tokens in Whisper's order (end of text,
+    start of transcript, the languages, the tasks, ..., no timestamps) and its 1501 timestamps, so language
+    detection, forced language and word timestamps run the real code.
+    """
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    out_dir = Path(out_dir)
+    languages = [f"<|{code}|>" for code in LANGUAGES]
+    specials = ["<|startoftranscript|>", *languages, "<|translate|>", "<|transcribe|>", "<|startoflm|>",
+                "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+    tokenizer = WhisperTokenizer(vocab={symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}, merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    # Not special: Whisper reads the first id after the last special one as timestamp 0.00.
+    tokenizer.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", normalized=False) for i in range(1501)])
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in ["<|endoftext|>", *specials]}
+    end = ids["<|endoftext|>"]
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+        max_target_positions=448, pad_token_id=end, bos_token_id=end, eos_token_id=end,
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+    )
+    with seeded(0):
+        model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids["<|startoftranscript|>"], bos_token_id=end, eos_token_id=end, pad_token_id=end,
+        is_multilingual=True, lang_to_id={token: ids[token] for token in languages},
+        task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
+        no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
+        max_initial_timestamp_index=50, begin_suppress_tokens=[end], suppress_tokens=[],
+        # Whisper allows 448 tokens; a random model says noise until the limit, so the stand-in stops sooner.
+        alignment_heads=[[1, 0], [1, 1]], max_length=48,
+    )
+    model.save_pretrained(out_dir)
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer).save_pretrained(
+        out_dir
+    )
+    return out_dir
+
+
+def build_speaker_encoder(out_dir: Path) -> Path:
+    """Write a tiny random WavLM x-vector model and its feature extractor, laid out as microsoft/wavlm-base-plus-sv."""
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
+
+    out_dir = Path(out_dir)
+    config = WavLMConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        tdnn_dim=(32, 32, 32, 32, 64), xvector_output_dim=32, num_buckets=32, max_bucket_distance=100,
+    )
+    with seeded(0):
+        model = WavLMForXVector(config)
+    model.save_pretrained(out_dir)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True).save_pretrained(
+        out_dir
+    )
+    return out_dir
+
+
 def _is_complete(root: Path) -> bool:
     marker = root / _MARKER
     return marker.is_file() and marker.read_text() == STANDINS_VERSION
 
 
 def build_standins(root: Path) -> dict[str, Path]:
-    """Build (or reuse) the tokenizer, SNAC and tiny Llama under ``root``."""
+    """Build (or reuse) the tokenizer, SNAC, tiny Llama, Whisper and speaker model under ``root``."""
     root = Path(root)
     paths = {
         "tokenizer": root / "tokenizer",
         "snac": root / "snac_24khz",
         "model": root / "orpheus-tiny",
+        "asr": root / "whisper-tiny",
+        "speaker": root / "wavlm-xvector-tiny",
     }
     if _is_complete(root):
         return paths
@@ -201,6 +280,8 @@ def build_standins(root: Path) -> dict[str, Path]:
         build_tokenizer(staging / "tokenizer")
         build_snac(staging / "snac_24khz")
         build_llama(staging / "orpheus-tiny", staging / "tokenizer")
+        build_whisper(staging / "whisper-tiny")
+        build_speaker_encoder(staging / "wavlm-xvector-tiny")
         (staging / _MARKER).write_text(STANDINS_VERSION)
         if root.exists():
             shutil.rmtree(root)  # a cache an older version left

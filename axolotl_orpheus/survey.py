@@ -10,9 +10,10 @@ import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import yaml
-from datasets import Audio
+from datasets import Audio, Dataset
 from tqdm import tqdm
 
 from axolotl_orpheus import audio
@@ -92,29 +93,44 @@ def pick(columns: list[str], candidates: tuple[str, ...], what: str, required: b
     return found
 
 
-def survey(path: str) -> DatasetSurvey:
-    """Load the dataset as axolotl will and read every clip's header."""
+class RawDataset(NamedTuple):
+    """A raw audio dataset as `axolotl preprocess` loads it, audio left undecoded, and its columns."""
+
+    dataset: Dataset
+    base_dir: str | None  # what relative audio paths are relative to
+    audio_column: str
+    text_column: str
+    speaker_column: str | None
+
+
+def open_dataset(path: str) -> RawDataset:
+    """Load the dataset as axolotl will (the plugin's rewrite, then axolotl's loader) and find its columns."""
     from axolotl.utils.data.shared import load_dataset_with_config
     from axolotl.utils.dict import DictDefault
 
     from axolotl_orpheus.plugin import point_at_rows
-    from axolotl_orpheus.tts import data_folder, speaker_text
+    from axolotl_orpheus.tts import data_folder
 
     entry = DictDefault({"path": path, "type": "axolotl_orpheus.tts", "split": "train"})
     point_at_rows(entry, "train")
     dataset = load_dataset_with_config(entry, use_auth_token=False)
     columns = dataset.column_names
     audio_features = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
-    found = DatasetSurvey(
-        path=path,
-        columns=columns,
-        audio_column=audio_features[0] if audio_features else pick(columns, AUDIO_COLUMNS, "audio"),
-        text_column=pick(columns, TEXT_COLUMNS, "transcripts"),
-        speaker_column=pick(columns, SPEAKER_COLUMNS, "speaker", required=False),
+    audio_column = audio_features[0] if audio_features else pick(columns, AUDIO_COLUMNS, "audio")
+    if audio_column in audio_features:
+        dataset = dataset.cast_column(audio_column, Audio(decode=False))
+    return RawDataset(
+        dataset, data_folder(entry.path), audio_column, pick(columns, TEXT_COLUMNS, "transcripts"),
+        pick(columns, SPEAKER_COLUMNS, "speaker", required=False),
     )
-    if found.audio_column in audio_features:
-        dataset = dataset.cast_column(found.audio_column, Audio(decode=False))
-    base_dir = data_folder(entry.path)
+
+
+def survey(path: str) -> DatasetSurvey:
+    """Load the dataset as axolotl will and read every clip's header."""
+    from axolotl_orpheus.tts import speaker_text
+
+    dataset, base_dir, audio_column, text_column, speaker_column = open_dataset(path)
+    found = DatasetSurvey(path, dataset.column_names, audio_column, text_column, speaker_column)
     speakers = dataset[found.speaker_column] if found.speaker_column else [None] * len(dataset)
     for index, (source, speaker) in enumerate(
         tqdm(zip(dataset[found.audio_column], speakers), total=len(dataset), desc="Reading audio headers")

@@ -26,7 +26,7 @@ from axolotl_orpheus.args import FINGERPRINT_KEY, REPORTS_KEY, SOURCE_KEY, SPLIT
 from axolotl_orpheus.report import DROP_REASONS, DatasetReport, summarize, summary_text
 
 try:
-    from axolotl_orpheus import audio, codec, encoding
+    from axolotl_orpheus import audio, cluster, codec, encoding
     from axolotl_orpheus.cache import CodesCache, open_cache
 except ModuleNotFoundError as exc:
     # axolotl turns a ModuleNotFoundError raised while importing a strategy into "unhandled prompt
@@ -149,6 +149,8 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             )
         columns = self.columns(dataset)
         layout.check_tokenizer(self.tokenizer)
+        if self.settings.orpheus_encode_cluster == "ray":
+            cluster.check_settings(self.settings.orpheus_device, self.settings.orpheus_encode_devices)
         if isinstance(dataset.features[columns.audio], Audio):
             # Rows become {bytes, path}: we decode them ourselves, without torchcodec.
             dataset = dataset.cast_column(columns.audio, Audio(decode=False))
@@ -275,19 +277,27 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
     def encode(self, plan: list[Planned | Rejected], jobs: list[encoding.Job], column: encoding.AudioColumn,
                cache: CodesCache) -> None:
         """Encode the clips the cache lacks; a row whose clip SNAC cannot encode becomes Rejected in `plan`."""
-        devices = codec.pick_devices(self.settings.orpheus_device, self.settings.orpheus_encode_devices)
+        on_ray = self.settings.orpheus_encode_cluster == "ray"  # the cluster's devices: cluster.Placement
+        devices = [] if on_ray else codec.pick_devices(self.settings.orpheus_device,
+                                                       self.settings.orpheus_encode_devices)
         seconds = sum(job.seconds for job in jobs)
         keys = [entry.key for entry in plan if isinstance(entry, Planned)]
         repeated = len(keys) - len(set(keys))
         kept = cache.root if self.settings.orpheus_codes_cache is not False else "off (kept for this run only)"
         LOG.info(
             f"Orpheus: {len(plan)} rows, {len(jobs)} clips ({seconds / 60:.1f} min) to encode with SNAC "
-            f"{self.settings.orpheus_snac_model} on {', '.join(map(str, devices))}"
+            f"{self.settings.orpheus_snac_model} on {'a Ray cluster' if on_ray else ', '.join(map(str, devices))}"
             + (f"; {repeated} rows repeat another row's audio, encoded once" if repeated else "")
             + f"; codes cache {kept}"
         )
         started = time.perf_counter()
-        failed = encoding.encode_missing(jobs, column, cache, self.encode_settings(devices[0]), devices)
+        if on_ray:
+            failed, self.report.encode_retries = cluster.encode_missing(
+                jobs, column, cache, self.encode_settings, self.settings.orpheus_device,
+                self.settings.orpheus_ray_address,
+            )
+        else:
+            failed = encoding.encode_missing(jobs, column, cache, self.encode_settings(devices[0]), devices)
         if jobs:
             spent = time.perf_counter() - started
             LOG.info(f"Orpheus: encoded {len(jobs)} clips in {spent:.1f} s, {seconds / spent:.0f}x real time")

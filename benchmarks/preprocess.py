@@ -1,7 +1,7 @@
 """Preprocessing speed and memory: this project against eager SNAC and the reference recipe, in one run.
 
     python benchmarks/preprocess.py [--minutes 10] [--clip-seconds S] [--corpus AUDIOFOLDER] [--device cpu|cuda]
-                                    [--compile] [--workers N] [--rounds N]
+                                    [--compile] [--workers N] [--rounds N] [--cluster ray]
 
 Measures, on the same corpus (default: distinct variants of the bundled clips, each at another gain so no
 cache can collapse them, --minutes of audio in all; --clip-seconds joins them into longer clips), with the
@@ -14,7 +14,10 @@ codes cache cold:
       process (wall_s) are reported too;
 audio-seconds per second for each, c/a and c/b, the fraction of audio tokens identical between (c) and (a),
 then (c) again after a label option change (every code from the cache), and (c) on a tenth of the corpus
-to compare peak RSS. The last line printed is one JSON object with those figures.
+to compare peak RSS. With --cluster ray, (c) runs again on both corpora with orpheus_encode_cluster: ray (a Ray
+started by the run on this machine, or the cluster in RAY_ADDRESS): its encoding pass against the local one's,
+split by a straight line through the two sizes into a fixed start-up cost and a cost per clip, and whether its
+rows are the local run's. The last line printed is one JSON object with those figures.
 
 Stock SNAC's speed changes from one run to the next with the state of glibc's heap (docs/performance.md) and
 the machine's load; --rounds N runs (a), (b) and (c) N times in turn (each (c) with a cold cache) and
@@ -127,7 +130,7 @@ def run_preprocess(config_path: Path) -> dict:
     from axolotl.cli.config import load_cfg
     from axolotl.cli.preprocess import do_preprocess
 
-    from axolotl_orpheus import encoding
+    from axolotl_orpheus import cluster, encoding
     from axolotl_orpheus.tts import OrpheusTTSStrategy
 
     imported = time.perf_counter()
@@ -146,7 +149,13 @@ def run_preprocess(config_path: Path) -> dict:
 
     OrpheusTTSStrategy.wrap_dataset = timed(OrpheusTTSStrategy.wrap_dataset, "strategy_s")
     encoding.encode_missing = timed(encoding.encode_missing, "encode_s")
+    cluster.encode_missing = timed(cluster.encode_missing, "encode_s")
     cfg = load_cfg(str(config_path), is_preprocess=True)
+    if cfg.orpheus_encode_cluster == "ray":  # within the encoding pass: starting Ray (or joining RAY_ADDRESS's)
+        import ray
+
+        spent["ray_init_s"] = 0.0
+        ray.init = timed(ray.init, "ray_init_s")
     cfg.is_preprocess = True
     loaded = time.perf_counter()
     do_preprocess(cfg, PreprocessCliArgs(download=False))
@@ -193,6 +202,38 @@ def rows_of(prepared: Path) -> int:
     return len(load_from_disk(str(prepared)))
 
 
+def same_rows(prepared: Path, other: Path) -> bool:
+    from datasets import load_from_disk
+
+    return load_from_disk(str(prepared))["input_ids"] == load_from_disk(str(other))["input_ids"]
+
+
+def ray_overhead(project, work: Path, corpora: list[tuple[Path, dict, Path]]) -> dict:
+    """(c) with orpheus_encode_cluster: ray on each (corpus, its local run's figures, its local rows): the Ray
+    encoding pass against the local one's, and, with two corpora, a straight line through the differences:
+    start-up (Ray, its actors, SNAC loading) and the cost per clip."""
+    runs = []
+    for number, (corpus, local, local_prepared) in enumerate(corpora):
+        figures, prepared = project(work / f"ray-{number}", corpus, codes_cache=work / f"ray-codes-{number}",
+                                    orpheus_encode_cluster="ray")
+        clips = len(read_corpus(corpus))
+        identical = same_rows(prepared, local_prepared)
+        runs.append({"clips": clips, "ray_encode_s": figures["encode_s"], "local_encode_s": local["encode_s"],
+                     "ray_init_s": figures["ray_init_s"], "ray_preprocess_s": figures["preprocess_s"],
+                     "local_preprocess_s": local["preprocess_s"], "rows_identical": identical})
+        print(f"(c) on Ray, {clips} clips: encoding pass {figures['encode_s']} s (starting Ray "
+              f"{figures['ray_init_s']} s) against {local['encode_s']} s locally; rows identical: {identical}",
+              flush=True)
+    result = {"runs": runs}
+    if len(runs) == 2:
+        big, small = runs
+        extra = [run["ray_encode_s"] - run["local_encode_s"] for run in runs]
+        per_clip = (extra[0] - extra[1]) / (big["clips"] - small["clips"])
+        result.update(start_up_s=round(extra[1] - per_clip * small["clips"], 2), per_clip_ms=round(1000 * per_clip, 1))
+        print(f"    Ray's overhead: {result['start_up_s']} s to start, {result['per_clip_ms']} ms per clip", flush=True)
+    return result
+
+
 def identical_fraction(prepared: Path, eager_codes: list) -> float:
     """Share of audio tokens in (c)'s rows equal to (a)'s codes framed the same way (dedupe included)."""
     from datasets import load_from_disk
@@ -220,6 +261,8 @@ def main() -> None:
                         help="encoding processes on --device for (c) (orpheus_encode_devices)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run (a), (b) and (c) this many times in turn; report medians")
+    parser.add_argument("--cluster", choices=["local", "ray"], default="local",
+                        help="ray: also run (c) with orpheus_encode_cluster: ray, and report Ray's overhead")
     parser.add_argument("--snac-model", help="default: the stand-in SNAC 24 kHz (random weights)")
     parser.add_argument("--tokenizer", help="default: the stand-in Orpheus tokenizer")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed after)")
@@ -288,7 +331,12 @@ def main() -> None:
         # A tenth of the corpus, cold: peak RSS must not grow with the data.
         small_minutes = audio_seconds / 600
         small_corpus = None if args.corpus else make_corpus(work / "small-corpus", small_minutes, args.clip_seconds)
-        small = project(work / "small", small_corpus, codes_cache=work / "small-codes")[0] if small_corpus else None
+        small, small_prepared = (project(work / "small", small_corpus, codes_cache=work / "small-codes")
+                                 if small_corpus else (None, None))
+        on_ray = None
+        if args.cluster == "ray":
+            corpora = [(corpus, cold, prepared)] + ([(small_corpus, small, small_prepared)] if small_corpus else [])
+            on_ray = ray_overhead(project, work, corpora)
         figures = {
             "audio_seconds": round(audio_seconds, 2),
             "clips": len(rows),
@@ -311,6 +359,7 @@ def main() -> None:
             "rerun_speedup_preprocess": round(median["preprocess_s"] / warm["preprocess_s"], 2),
             "rerun_speedup_cli": round(median["wall_s"] / warm["wall_s"], 2),
             "tenth_of_the_corpus": small,
+            "ray": on_ray,
             "peak_rss_growth_for_10x_data": round(cold["peak_rss_mb"] / small["peak_rss_mb"], 3) if small else None,
             "peak_rss_mb_benchmark": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "

@@ -53,16 +53,18 @@ def test_covers_every_setting():
 
 
 def test_settings_outside_the_rows_keep_the_prepared_dataset(tmp_path, standins):
-    """Sample prompts, the codes cache's folder and SNAC's C kernels never change a row: editing them must not
-    re-prepare."""
+    """Sample prompts, scoring, the codes cache's folder and SNAC's C kernels never change a row: editing them must
+    not re-prepare."""
     baseline = prepared_hash(validated(tmp_path, standins))
     changed = validated(
         tmp_path, standins, orpheus_sample_prompts=[{"voice": "ada", "text": "Hi."}], orpheus_sample_max_new_tokens=70,
-        orpheus_codes_cache=str(tmp_path / "elsewhere"), orpheus_cpu_kernels=False,
+        orpheus_codes_cache=str(tmp_path / "elsewhere"), orpheus_cpu_kernels=False, orpheus_eval_samples=4,
+        orpheus_asr_model="someone/whisper", orpheus_eval_language="fr", orpheus_speaker_model="someone/xvector",
     )
     assert changed.orpheus_sample_prompts[0]["voice"] == "ada"
     assert changed.orpheus_codes_cache == str(tmp_path / "elsewhere")
     assert changed.orpheus_cpu_kernels is False
+    assert (changed.orpheus_eval_samples, changed.orpheus_speaker_model) == (4, "someone/xvector")
     assert prepared_hash(changed) == baseline
 
 

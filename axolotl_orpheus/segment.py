@@ -1,0 +1,401 @@
+"""`axolotl-orpheus segment`: long recordings to an audiofolder of clips with transcripts, which `init` and
+`axolotl preprocess` read as they are.
+
+Each recording is read twice from its start, a block at a time, so that memory never holds it whole: once to
+find the speech (Silero VAD on a 16 kHz copy, keeping only each 32 ms window's speech probability and energy),
+once to cut the clips from the original samples. cuts.py decides where to cut and, given the recording's known
+text, which of its words each clip holds; asr.py hears the clips.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+from tqdm import tqdm
+
+from axolotl_orpheus import audio, cuts, scoring
+from axolotl_orpheus.args import DEFAULT_ASR_MODEL
+from axolotl_orpheus.asr import ASR, BATCH_SIZE, Transcript
+from axolotl_orpheus.transcripts import THRESHOLD
+
+LOG = logging.getLogger(__name__)
+
+REPORT_FILE = "segment_report.json"
+METADATA_COLUMNS = ("file_name", "text", "speaker", "source", "start", "end")
+DEFAULT_MAX_CER = THRESHOLD  # a clip's heard text further than this from its known text disagrees with it
+# Why recorded seconds were left out, as the report counts them.
+DROP_REASONS = ("no_speech", "too_short", "no_words", "transcript_mismatch")
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's threads set to `count` (None: as they are) for a while, then put back as they were."""
+    threads = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def load_vad() -> torch.jit.ScriptModule:
+    """Silero VAD's TorchScript model, from the weights the silero-vad package ships."""
+    with torch_threads(None):  # importing silero_vad sets one thread for the whole process
+        try:
+            from silero_vad import load_silero_vad
+        except ImportError as error:
+            raise SystemExit(
+                f"segment needs Silero VAD ({error}). To fix: pip install 'axolotl-orpheus[segment]'"
+            ) from error
+    return load_silero_vad()
+
+
+def speech_windows(blocks: Iterable[np.ndarray], rate: int, vad: torch.jit.ScriptModule,
+                   progress: tqdm | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each 32 ms window's speech probability and energy (dB) in mono audio at `rate`, given a block at a time,
+    and the frames read.
+
+    The audio is resampled to 16 kHz as a stream and heard window by window, Silero's state carried across
+    blocks: the windows are those of the whole audio at once, whatever the blocks (the last one padded with
+    silence, as Silero's own timestamps pad it).
+    """
+    stream = None if rate == cuts.VAD_RATE else soxr.ResampleStream(rate, cuts.VAD_RATE, 1, "float32", "HQ")
+    probabilities: list[float] = []
+    energies: list[np.ndarray] = []
+    pending = np.zeros(0, np.float32)  # 16 kHz samples short of a window
+    frames = 0
+
+    def hear(samples: np.ndarray, last: bool = False) -> None:
+        nonlocal pending
+        pending = np.concatenate([pending, samples])
+        if last and len(pending) % cuts.WINDOW_SAMPLES:
+            pending = np.pad(pending, (0, cuts.WINDOW_SAMPLES - len(pending) % cuts.WINDOW_SAMPLES))
+        whole = len(pending) // cuts.WINDOW_SAMPLES * cuts.WINDOW_SAMPLES
+        windows, pending = pending[:whole].reshape(-1, cuts.WINDOW_SAMPLES), pending[whole:]
+        energies.append(10 * np.log10(np.mean(np.square(windows, dtype=np.float64), axis=1) + 1e-10))
+        probabilities.extend(float(vad(window, cuts.VAD_RATE)) for window in torch.from_numpy(windows))
+
+    vad.reset_states()
+    # A window is too little work to share: on 2 busy cores, two threads heard it 80 times slower than one.
+    with torch.inference_mode(), torch_threads(1):
+        for block in blocks:
+            if not np.isfinite(block).all():
+                bad = len(block) - int(np.count_nonzero(np.isfinite(block)))
+                raise audio.AudioError(f"{bad} samples from second {frames / rate:.1f} are NaN or infinite",
+                                       "non_finite_samples")
+            frames += len(block)
+            hear(block if stream is None else stream.resample_chunk(block))
+            if progress is not None:
+                progress.update(len(block) / rate)
+        hear(np.zeros(0, np.float32) if stream is None else stream.resample_chunk(np.zeros(0, np.float32), last=True),
+             last=True)
+    return np.array(probabilities), np.concatenate(energies), frames
+
+
+def find_clips(path: Path, vad: torch.jit.ScriptModule, min_seconds: float,
+               max_seconds: float) -> tuple[int, int, list[cuts.Span]]:
+    """A recording's sample rate, frames and clip spans: its first pass."""
+    rate = audio.audio_header(str(path)).rate
+    with tqdm(desc=f"Finding speech in {path.name}", unit="s", leave=False, bar_format="{desc}: {n:.0f} s") as bar:
+        probabilities, energies, frames = speech_windows(audio.mono_blocks(str(path)), rate, vad, bar)
+    return rate, frames, cuts.plan_cuts(probabilities, energies, frames / rate, min_seconds, max_seconds)
+
+
+def clip_samples(path: Path, spans: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """The mono samples of each span (sorted, disjoint sample indices at the file's rate), from one pass over
+    the file: memory holds a block and the clip being gathered."""
+    spans_left = iter(spans)
+    span = next(spans_left, None)
+    gathered: list[np.ndarray] = []
+    offset = 0
+    for block in audio.mono_blocks(str(path)):
+        while span is not None and span[0] < offset + len(block):
+            gathered.append(block[max(span[0] - offset, 0) : span[1] - offset])
+            if span[1] > offset + len(block):
+                break  # the clip goes on in the next block
+            yield np.concatenate(gathered)
+            gathered, span = [], next(spans_left, None)
+        if span is None:
+            return
+        offset += len(block)
+    raise audio.AudioError(f"the file ended {offset} frames in, before its last clip: it changed while being read",
+                           "unreadable_file")
+
+
+def recordings_in(paths: list[str], out: Path) -> list[Path]:
+    """The files named, and the audio files inside the folders named (by extension, soundfile's formats),
+    leaving out the output folder."""
+    formats = {f".{name.lower()}" for name in soundfile.available_formats()}
+    found = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found += [file for file in sorted(path.rglob("*")) if file.is_file() and file.suffix.lower() in formats
+                      and out.resolve() not in file.resolve().parents]
+        else:
+            found.append(path)
+    if not found:
+        raise SystemExit(f"no audio files in {', '.join(paths)} (extensions {', '.join(sorted(formats))})")
+    return found
+
+
+def read_transcripts(transcript: str | None, recordings: list[Path]) -> dict[Path, list[str]]:
+    """Each recording's known words: --transcript FILE for one recording, or a folder of RECORDING_NAME.txt."""
+    if transcript is None:
+        return {}
+    given = Path(transcript)
+    if given.is_dir():
+        files = {recording: given / f"{recording.stem}.txt" for recording in recordings}
+    elif len(recordings) == 1:
+        files = {recordings[0]: given}
+    else:
+        raise SystemExit(
+            f"--transcript {transcript} is one text, for {len(recordings)} recordings. To fix: give a folder "
+            "holding RECORDING_NAME.txt for each recording, or segment one recording at a time"
+        )
+    missing = [str(file) for file in files.values() if not file.is_file()]
+    if missing:
+        raise SystemExit(f"no transcript {', '.join(missing)}. To fix: write the recording's text there")
+    words = {recording: file.read_text(encoding="utf-8").split() for recording, file in files.items()}
+    empty = [str(files[recording]) for recording, text in words.items() if not text]
+    if empty:
+        raise SystemExit(f"transcript {', '.join(empty)} holds no words. To fix: write the recording's text there")
+    return words
+
+
+@dataclass
+class Clip:
+    """A planned clip of a recording, and what became of it."""
+
+    span: cuts.Span
+    name: str  # the wav it is (or would be) written to
+    samples_span: tuple[int, int]
+    heard: Transcript | None = None
+    text: str = ""  # the row's transcript: the known text's words, or what the ASR heard
+    cer: float | None = None  # of the heard text against the known text
+    reason: str | None = None  # why it was dropped (DROP_REASONS), or None: kept
+
+    @property
+    def seconds(self) -> float:
+        return self.span.end - self.span.start
+
+
+@dataclass
+class Segmenter:
+    """One run of `segment`: the settings, the models (the ASR loaded when first needed), the rows and report."""
+
+    out: Path
+    speaker: str
+    min_seconds: float
+    max_seconds: float
+    max_cer: float
+    on_bad: str
+    load_asr: Callable[[], Any]  # an ASR, or anything with its transcribe, transcribe_words and english_spelling
+    vad: torch.jit.ScriptModule = field(default_factory=load_vad)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    recordings: list[dict[str, Any]] = field(default_factory=list)
+    dropped_clips: list[dict[str, Any]] = field(default_factory=list)
+    bad_recordings: list[dict[str, str]] = field(default_factory=list)
+    stems: Counter = field(default_factory=Counter)
+    _asr: Any = None
+
+    @property
+    def asr(self) -> Any:
+        if self._asr is None:
+            try:
+                self._asr = self.load_asr()
+            except RuntimeError as error:  # ASR's own, saying how to fix it
+                raise SystemExit(str(error)) from error
+        return self._asr
+
+    def segment(self, path: Path, known_words: list[str] | None) -> None:
+        """Cut, hear and write one recording; a recording that cannot be read is reported, or stops the run."""
+        written: list[Path] = []
+        try:
+            rate, frames, spans = find_clips(path, self.vad, self.min_seconds, self.max_seconds)
+            clips = self._clips(path, rate, frames, spans)
+            if known_words is None:
+                self._transcribe(path, rate, clips, written)
+            else:
+                self._align(path, rate, clips, known_words, written)
+        except audio.AudioError as error:
+            for file in written:
+                file.unlink()
+            if self.on_bad == "raise":
+                raise SystemExit(
+                    f"cannot segment {path}: {error}. To fix: convert or replace the file, or leave out --on-bad "
+                    "raise to report such recordings in segment_report.json and go on"
+                ) from error
+            LOG.warning(f"skipped {path}: {error}")
+            self.bad_recordings.append({"source": str(path), "reason": error.reason, "error": str(error)})
+            return
+        self._account(path, frames / rate, clips, known_words)
+
+    def _clips(self, path: Path, rate: int, frames: int, spans: list[cuts.Span]) -> list[Clip]:
+        self.stems[path.stem] += 1
+        stem = path.stem if self.stems[path.stem] == 1 else f"{path.stem}-{self.stems[path.stem]}"
+        return [Clip(span, f"{stem}_{number:04d}.wav",
+                     (round(span.start * rate), min(round(span.end * rate), frames)),
+                     reason="too_short" if span.too_short else None)
+                for number, span in enumerate(spans, start=1)]
+
+    def _heard(self, path: Path, clips: list[Clip]) -> Iterator[tuple[Clip, np.ndarray]]:
+        """Each clip with its samples, under a progress bar."""
+        samples = clip_samples(path, [clip.samples_span for clip in clips])
+        yield from tqdm(zip(clips, samples), total=len(clips), desc=f"Transcribing {path.name}", unit="clip",
+                        leave=False)
+
+    def _write(self, clip: Clip, samples: np.ndarray, rate: int, written: list[Path]) -> None:
+        audio.write_wav(self.out / clip.name, samples, rate)
+        written.append(self.out / clip.name)
+
+    def _transcribe(self, path: Path, rate: int, clips: list[Clip], written: list[Path]) -> None:
+        """The clips long enough, heard a batch at a time: each one's text is what the ASR heard (none: dropped)."""
+        heard = self._heard(path, [clip for clip in clips if clip.reason is None])
+        while batch := list(islice(heard, BATCH_SIZE)):
+            for (clip, samples), transcript in zip(batch, self.asr.transcribe([samples for _, samples in batch], rate)):
+                clip.heard, clip.text = transcript, transcript.text
+                if transcript.text:
+                    self._write(clip, samples, rate, written)
+                else:
+                    clip.reason = "no_words"
+
+    def _align(self, path: Path, rate: int, clips: list[Clip], known_words: list[str], written: list[Path]) -> None:
+        """Every clip heard with its words' times (the too short ones too, so that their words go with them), the
+        known words split among the clips by those words; a clip whose heard text is too far from its own known
+        text is dropped."""
+        heard_words: list[cuts.HeardWord] = []
+        for index, (clip, samples) in enumerate(self._heard(path, clips)):
+            clip.heard = self.asr.transcribe_words(samples, rate)
+            heard_words += [cuts.HeardWord(word.text, index, word.start or 0.0,
+                                           clip.seconds if word.end is None else word.end)
+                            for word in clip.heard.words]
+            if clip.reason is None:
+                self._write(clip, samples, rate, written)
+        if not clips:
+            return
+        spelling = self.asr.english_spelling
+        speech = [(clip.span.lead, clip.seconds - clip.span.tail) for clip in clips]
+        for clip, words in zip(clips, cuts.words_per_clip(known_words, heard_words, speech)):
+            clip.text = " ".join(words)
+            if clip.reason is not None:
+                continue
+            if not words:
+                clip.reason = "no_words"
+            else:
+                language = clip.heard.language
+                clip.cer = scoring.character_error_rate(scoring.normalise(clip.text, language, spelling),
+                                                        scoring.normalise(clip.heard.text, language, spelling))
+                if clip.cer > self.max_cer:
+                    clip.reason = "transcript_mismatch"
+            if clip.reason is not None:
+                (self.out / clip.name).unlink()
+                written.remove(self.out / clip.name)
+
+    def _account(self, path: Path, seconds: float, clips: list[Clip], known_words: list[str] | None) -> None:
+        """The recording's rows, its dropped clips and its line in the report."""
+        dropped: Counter = Counter({"no_speech": seconds - sum(clip.seconds for clip in clips)})
+        for clip in clips:
+            start, end = round(clip.span.start, 3), round(clip.span.end, 3)
+            if clip.reason is None:
+                self.rows.append({"file_name": clip.name, "text": clip.text, "speaker": self.speaker,
+                                  "source": str(path), "start": start, "end": end})
+                continue
+            dropped[clip.reason] += clip.seconds
+            entry = {"source": str(path), "start": start, "end": end, "reason": clip.reason}
+            if clip.heard is not None:
+                entry.update(text=clip.text, heard=clip.heard.text)
+            if clip.cer is not None:
+                entry["cer"] = round(clip.cer, 3)
+            self.dropped_clips.append(entry)
+        kept = [clip for clip in clips if clip.reason is None]
+        line = {"source": str(path), "seconds": round(seconds, 3), "clips": len(kept),
+                "kept_seconds": round(sum(clip.seconds for clip in kept), 3),
+                "dropped_seconds": {reason: round(dropped[reason], 3) for reason in DROP_REASONS if dropped[reason]}}
+        if known_words is not None:
+            line.update(transcript_words=len(known_words),
+                        kept_words=sum(len(clip.text.split()) for clip in kept))
+        self.recordings.append(line)
+
+    def finish(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Write metadata.csv and segment_report.json; the report."""
+        with open(self.out / "metadata.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, METADATA_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        hours = Counter()
+        for line in self.recordings:
+            hours.update(line["dropped_seconds"])
+        report = {
+            "recordings": len(self.recordings) + len(self.bad_recordings),
+            "clips": len(self.rows),
+            "hours": {
+                "recorded": round(sum(line["seconds"] for line in self.recordings) / 3600, 4),
+                "kept": round(sum(line["kept_seconds"] for line in self.recordings) / 3600, 4),
+                "dropped": {reason: round(hours[reason] / 3600, 4) for reason in DROP_REASONS if hours[reason]},
+            },
+            "settings": settings,
+            "per_recording": self.recordings,
+            "bad_recordings": self.bad_recordings,
+            "dropped_clips": self.dropped_clips,
+        }
+        (self.out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        return report
+
+
+def segment_recordings(
+    recordings: list[str], out: str, speaker: str | None = None, transcript: str | None = None,
+    asr_model: str = DEFAULT_ASR_MODEL, language: str | None = None, min_seconds: float = 1.0,
+    max_seconds: float = 20.0, max_cer: float = DEFAULT_MAX_CER, device: str | None = None, on_bad: str = "skip",
+    load_asr: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """Segment recordings (files or folders of them) into the audiofolder `out`; the report it wrote.
+
+    `load_asr` gives the model that hears the clips (default: `ASR(asr_model, device, language)`), loaded only
+    once a recording has speech.
+    """
+    folder = Path(out)
+    if (folder / "metadata.csv").exists():
+        raise SystemExit(f"{folder} already holds a metadata.csv. To fix: give --out a new folder, or remove it")
+    if not 0 <= min_seconds < max_seconds or max_seconds <= cuts.EDGES_SECONDS + cuts.WINDOW_SECONDS:
+        raise SystemExit(f"--min-seconds {min_seconds:g} and --max-seconds {max_seconds:g}: need 0 <= min < max, "
+                         f"and max above {cuts.EDGES_SECONDS:g} s (the silence kept at both ends)")
+    if max_cer < 0:
+        raise SystemExit(f"--max-cer {max_cer:g}: a character error rate is 0 or more")
+    files = recordings_in(recordings, folder)
+    known = read_transcripts(transcript, files)
+    settings = {"min_seconds": min_seconds, "max_seconds": max_seconds, "asr_model": asr_model,
+                "language": language, "transcript": transcript, "max_cer": max_cer if transcript else None,
+                "pause_seconds": cuts.PAUSE_SECONDS, "lead_seconds": cuts.LEAD_SECONDS,
+                "tail_seconds": cuts.TAIL_SECONDS}
+    folder.mkdir(parents=True, exist_ok=True)
+    segmenter = Segmenter(folder, speaker or folder.resolve().name, min_seconds, max_seconds, max_cer, on_bad,
+                          load_asr or partial(ASR, asr_model, device, language))
+    for path in tqdm(files, desc="Recordings", unit="recording"):
+        segmenter.segment(path, known.get(path))
+    return segmenter.finish(settings)
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The report in a few lines, for the terminal."""
+    hours = report["hours"]
+    dropped = ", ".join(f"{reason} {value:.2f} h" for reason, value in hours["dropped"].items()) or "nothing"
+    lines = [f"{report['clips']} clips, {hours['kept']:.2f} h kept of {hours['recorded']:.2f} h in "
+             f"{report['recordings']} recordings; dropped: {dropped}"]
+    lines += [f"skipped {bad['source']}: {bad['error']}" for bad in report["bad_recordings"]]
+    return "\n".join(lines)

@@ -1,0 +1,352 @@
+"""`axolotl-orpheus segment`: the cut planning on synthetic speech probabilities, the transcript alignment, and
+the real Silero VAD and stand-in Whisper on the bundled speech joined into long recordings with pauses."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from axolotl_orpheus import audio, cuts, scoring, segment
+from axolotl_orpheus.asr import Transcript, Word
+from axolotl_orpheus.cli import main
+from axolotl_orpheus.demo import newest_prepared_dataset
+from segment_speed import Utterance, bundled_speech, join
+from test_e2e import axolotl
+
+W = cuts.WINDOW_SECONDS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The stand-in Whisper's work is tiny: on a shared 2-core runner a second thread only contends (it ran the
+    tests' transcriptions 6 to 15 times slower)."""
+    with segment.torch_threads(1):
+        yield
+
+
+# The cut planning, on speech probabilities and energies made up window by window.
+
+
+def windows(*stretches: tuple[int, bool]) -> np.ndarray:
+    """Speech probabilities for (windows, speech?) stretches."""
+    return np.concatenate([np.full(count, 0.9 if speech else 0.05) for count, speech in stretches])
+
+
+S = 31  # windows in about a second (0.992 s)
+
+
+def plan(probabilities: np.ndarray, energies: np.ndarray | None = None, **bounds) -> list[cuts.Span]:
+    energies = np.zeros(len(probabilities)) if energies is None else energies
+    return cuts.plan_cuts(probabilities, energies, len(probabilities) * W, **bounds)
+
+
+def assert_spans(spans: list[cuts.Span], expected: list[tuple[float, float, bool]]) -> None:
+    np.testing.assert_allclose([span[:2] for span in spans], [span[:2] for span in expected], atol=1e-9)
+    assert [span.too_short for span in spans] == [span[2] for span in expected]
+
+
+def test_speech_lasts_from_a_high_probability_until_a_low_one():
+    probabilities = np.array([0.1, 0.4, 0.6, 0.4, 0.36, 0.2, 0.45, 0.5, 0.34, 0.9])
+    assert cuts.speech_mask(probabilities).tolist() == [0, 0, 1, 1, 1, 0, 0, 1, 0, 1]
+
+
+def test_clips_end_at_pauses_keeping_a_little_silence_and_the_pauses_inside_sentences():
+    # 3 s of speech, a 0.32 s pause inside the sentence, 1 s more; a 1 s pause; 2 s.
+    spans = plan(windows((2 * S, False), (3 * S, True), (10, False), (S, True), (S, False), (2 * S, True),
+                         (3 * S, False)))
+    assert_spans(spans, [
+        (2 * S * W - cuts.LEAD_SECONDS, (6 * S + 10) * W + cuts.TAIL_SECONDS, False),
+        ((7 * S + 10) * W - cuts.LEAD_SECONDS, (9 * S + 10) * W + cuts.TAIL_SECONDS, False),
+    ])
+
+
+def test_a_stretch_too_long_is_cut_at_its_longest_pause_then_at_its_quietest_window():
+    # 8 s, a 0.1 s gap, 8 s, a 0.32 s gap, 8 s: over 20 s, cut in the 0.32 s gap; the clip after it starts
+    # halfway through it, since 0.2 s would reach into the clip before.
+    spans = plan(windows((S, False), (8 * S, True), (3, False), (8 * S, True), (10, False), (8 * S, True),
+                         (S, False)))
+    assert_spans(spans, [(S * W - cuts.LEAD_SECONDS, (17 * S + 3) * W + cuts.TAIL_SECONDS, False),
+                         ((17 * S + 8) * W, (25 * S + 13) * W + cuts.TAIL_SECONDS, False)])
+
+    # 30 s without a gap: cut before its quietest window, with no silence added at the cut.
+    probabilities = windows((S, False), (30 * S, True), (S, False))
+    energies = np.zeros(len(probabilities))
+    energies[13 * S] = -40
+    spans = plan(probabilities, energies)
+    assert len(spans) == 2 and spans[0].end == spans[1].start == pytest.approx(13 * S * W)
+    assert all(span.end - span.start <= 20 for span in spans)
+
+
+def test_too_short_speech_joins_its_neighbour_across_the_shorter_pause_or_is_dropped():
+    spans = plan(windows((S, False), (3 * S, True), (25, False), (15, True), (15, False), (3 * S, True),
+                         (3 * S, False), (20, True), (3 * S, False)))
+    assert_spans(spans, [
+        (S * W - 0.2, (4 * S) * W + 0.1, False),
+        ((4 * S + 25) * W - 0.2, (7 * S + 55) * W + 0.1, False),  # 0.48 s of speech joined across 0.48 s, not 0.8 s
+        ((10 * S + 55) * W - 0.2, (10 * S + 75) * W + 0.1, True),  # 0.64 s, 3 s from any other: dropped
+    ])
+    assert plan(windows((S, False))) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 800), st.booleans()), min_size=1, max_size=30), st.floats(0.5, 3),
+       st.floats(5, 25))
+def test_clips_are_in_order_apart_within_bounds_and_hold_all_the_speech(stretches, min_seconds, max_seconds):
+    probabilities = windows((S, False), *stretches)
+    energies = np.random.default_rng(0).normal(-30, 5, len(probabilities))
+    spans = plan(probabilities, energies, min_seconds=min_seconds, max_seconds=max_seconds)
+    edges = np.array([[span.start, span.end] for span in spans]).ravel()
+    assert np.all(np.diff(edges) >= -1e-9)  # in order, none overlapping
+    for span in spans:
+        if not span.too_short:
+            assert min_seconds - 1e-9 <= span.end - span.start <= max_seconds + 1e-9
+    speech = np.flatnonzero(cuts.speech_mask(probabilities)) * W + W / 2
+    inside = [(edges[0::2] <= moment) & (moment <= edges[1::2]) for moment in speech]
+    assert all(hits.sum() == 1 for hits in inside)  # every speech window in exactly one clip
+
+
+# Aligning a known transcript with the words the ASR heard.
+
+
+def test_alignment_pairs_words_through_substitutions_deletions_and_insertions():
+    assert cuts.align_words(list("abcdef"), list("abdexf")).tolist() == [0, 1, -1, 2, 3, 5]
+    assert cuts.align_words(list("abc"), []).tolist() == [-1, -1, -1]
+    assert cuts.align_words(list("abc"), list("xbz")).tolist() == [0, 1, 2]
+    assert cuts.align_words([], list("abc")).tolist() == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from("abcde"), max_size=60), st.lists(st.sampled_from("abcdx"), max_size=60))
+def test_alignment_makes_the_fewest_edits(known, heard):
+    """Its pairs imply exactly the Levenshtein distance in edits, through the blocks the traceback recomputes."""
+    pairs = cuts.align_words(known, heard)
+    paired = pairs[pairs >= 0]
+    assert np.all(np.diff(paired) > 0)  # in order, each heard word paired at most once
+    substitutions = sum(known[i] != heard[j] for i, j in enumerate(pairs) if j >= 0)
+    edits = substitutions + (len(known) - len(paired)) + (len(heard) - len(paired))
+    assert edits == scoring.edit_distance(known, heard)
+
+
+def heard(clip: int, *words: tuple[str, float, float]) -> list[cuts.HeardWord]:
+    return [cuts.HeardWord(text, clip, start, end) for text, start, end in words]
+
+
+def test_each_known_word_goes_to_the_clip_that_heard_it_and_unheard_ones_where_time_is_left():
+    known = "Hello there, this is a short test. Good morning!".split()
+    words = (heard(0, ("hello", 0.1, 0.4), ("there", 0.5, 0.9))  # clip 0 lasts 3 s: 2.1 s after "there"
+             + heard(1, ("is", 0.5, 0.6), ("a", 0.6, 0.7), ("shot", 0.7, 1.0), ("test", 1.0, 1.4), ("um", 1.5, 1.6))
+             + heard(3, ("morning", 0.5, 1.0)))
+    texts = cuts.words_per_clip(known, words, [(0, 3.0), (0, 2.0), (0, 1.0), (0, 1.5)])
+    # "shot" is "short" misheard a little; "this" (unheard) goes to clip 0, which has 2.1 s of speech left after
+    # "there" against 0.5 s before "is" in clip 1; "Good" (aligned with "um", which is not it) to clip 2, 1 s
+    # that no word accounts for, against 0.6 s after "test" and 0.5 s before "morning".
+    assert texts == [["Hello", "there,", "this"], ["is", "a", "short", "test."], ["Good"], ["morning!"]]
+
+    assert cuts.words_per_clip(known, [], [(0.2, 1.2), (0.2, 3.2)]) == [known[:2], known[2:]]  # nothing heard
+    assert cuts.word_key("Don't!") == "dont"
+
+
+# The real Silero VAD on the bundled speech, joined into long recordings with pauses and a little noise
+# (benchmarks/segment_speed.py joins them, for the benchmark too).
+
+
+@pytest.fixture(scope="module")
+def speech() -> list[tuple[str, np.ndarray]]:
+    return bundled_speech()
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory, speech) -> tuple[Path, list[Utterance]]:
+    """12 utterances at 48 kHz in stereo, 0.6-1.2 s apart: about 40 s."""
+    path = tmp_path_factory.mktemp("recordings") / "talk.wav"
+    pauses = np.random.default_rng(1).uniform(0.6, 1.2, 12).tolist()
+    return path, join(path, speech * 2, 48000, 2, pauses)
+
+
+@pytest.fixture(scope="module")
+def vad():
+    return segment.load_vad()
+
+
+def test_clips_hold_whole_utterances_within_bounds_with_little_silence(talk, vad):
+    path, utterances = talk
+    rate, frames, spans = segment.find_clips(path, vad, min_seconds=1, max_seconds=20)
+    assert (rate, frames) == (48000, soundfile.info(path).frames)
+    assert len(spans) == len(utterances) and not any(span.too_short for span in spans)
+    for span, utterance in zip(spans, utterances):  # each utterance wholly inside its own clip, none cut through
+        assert span.start <= utterance.start and utterance.end <= span.end, (span, utterance)
+        assert utterance.start - span.start <= 0.25 and span.end - utterance.end <= 0.25  # about 0.2 s at most
+        assert 1 <= span.end - span.start <= 20
+
+
+def test_speech_longer_than_the_maximum_is_cut_at_its_longest_pause(tmp_path, speech, vad):
+    path = tmp_path / "run-on.wav"
+    pauses = [0.1, 0.1, 0.1, 0.35, 0.1, 0.1, 0.1, 0.8]  # none as long as a pause between sentences
+    utterances = join(path, speech + speech[:2], 48000, 1, pauses)
+    _, _, spans = segment.find_clips(path, vad, min_seconds=1, max_seconds=12)
+    assert len(spans) == 2
+    assert utterances[3].end <= spans[0].end <= spans[1].start <= utterances[4].start  # in the 0.35 s pause
+
+
+def test_the_speech_pass_reads_a_block_at_a_time_and_hears_what_the_whole_file_holds(talk, vad, monkeypatch):
+    """Memory holds a block, not the recording: the windows heard through small blocks are those heard through
+    big ones, bit for bit (Silero's state and the 16 kHz stream carry across blocks), and so are the clips cut."""
+    path, _ = talk
+    whole = segment.speech_windows(audio.mono_blocks(str(path)), 48000, vad)
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", 1 << 13)
+    sizes: list[int] = []
+
+    def counted(blocks):
+        for block in blocks:
+            sizes.append(len(block))
+            yield block
+
+    blocked = segment.speech_windows(counted(audio.mono_blocks(str(path))), 48000, vad)
+    assert max(sizes) == (1 << 13) // 2 and len(sizes) > 400  # stereo: half as many frames as samples
+    for a, b in zip(whole, blocked):
+        np.testing.assert_array_equal(a, b)
+
+    spans = [(100, 9000), (9000, 9001), (20000, 61000), (len(sizes) * 4096 - 5000, soundfile.info(path).frames)]
+    mono = audio.to_mono(soundfile.read(path, dtype="float32", always_2d=True)[0])
+    for (start, end), clip in zip(spans, segment.clip_samples(path, spans), strict=True):
+        np.testing.assert_array_equal(clip, mono[start:end])
+
+
+# The pipeline, with an ASR that says what each clip holds: real expectations for the plumbing around it.
+
+
+class ScriptedASR:
+    """Hears, clip after clip, the texts it is given (each clip holds one utterance), with even word times."""
+
+    english_spelling: dict[str, str] = {}
+
+    def __init__(self, texts: list[str]):
+        self.texts = iter(texts)
+
+    def transcribe(self, clips: list[np.ndarray], sample_rate: int) -> list[Transcript]:
+        return [Transcript(next(self.texts), "en") for _ in clips]
+
+    def transcribe_words(self, clip: np.ndarray, sample_rate: int) -> Transcript:
+        text, seconds = next(self.texts), len(clip) / sample_rate
+        words = text.split()
+        times = np.linspace(0.2, seconds - 0.1, len(words) + 1)
+        return Transcript(text, "en", [Word(word, times[i], times[i + 1]) for i, word in enumerate(words)])
+
+
+def rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_known_transcript_is_split_among_the_clips_and_mismatches_are_dropped(tmp_path, talk):
+    path, utterances = talk
+    (tmp_path / "talk.txt").write_text("\n".join(u.text for u in utterances), encoding="utf-8")
+    heard = [u.text for u in utterances]
+    heard[2] = heard[2].replace(" a ", " ")  # a word unheard
+    heard[4] = heard[4].replace("cup", "cap") + " um"  # one misheard, one heard that the text lacks
+    heard[8] = "nothing like the text at all"
+    out = tmp_path / "voice"
+    report = segment.segment_recordings([str(path)], str(out), transcript=str(tmp_path / "talk.txt"),
+                                        load_asr=lambda: ScriptedASR(heard))
+    kept = rows(out)
+    assert [row["text"] for row in kept] == [u.text for i, u in enumerate(utterances) if i != 8]
+    assert {row["speaker"] for row in kept} == {"voice"} and {row["source"] for row in kept} == {str(path)}
+    (mismatch,) = report["dropped_clips"]
+    assert (mismatch["reason"], mismatch["text"], mismatch["heard"]) == ("transcript_mismatch", utterances[8].text,
+                                                                         heard[8])
+    assert mismatch["cer"] > segment.DEFAULT_MAX_CER
+    assert report["per_recording"][0]["transcript_words"] == sum(len(u.text.split()) for u in utterances)
+    assert sorted(path.name for path in out.glob("*.wav")) == sorted(row["file_name"] for row in kept)
+    for row, utterance in zip(kept[:3], utterances):
+        assert float(row["start"]) <= utterance.start and utterance.end <= float(row["end"])
+        clip, rate = soundfile.read(out / row["file_name"], dtype="float32")
+        assert rate == 48000 and clip.ndim == 1  # the original rate, mono
+        assert len(clip) == round(float(row["end"]) * rate) - round(float(row["start"]) * rate)
+
+
+def test_without_a_transcript_clips_keep_what_was_heard_and_those_heard_empty_are_dropped(tmp_path, talk):
+    path, utterances = talk
+    heard = [u.text.upper() for u in utterances]
+    heard[5] = ""
+    report = segment.segment_recordings([str(path)], str(tmp_path / "voice"), speaker="ada",
+                                        load_asr=lambda: ScriptedASR(heard))
+    assert [row["text"] for row in rows(tmp_path / "voice")] == heard[:5] + heard[6:]
+    assert [(clip["reason"], clip["heard"]) for clip in report["dropped_clips"]] == [("no_words", "")]
+    hours = report["hours"]
+    assert hours["kept"] + sum(hours["dropped"].values()) == pytest.approx(hours["recorded"], abs=1e-3)
+    assert set(hours["dropped"]) == {"no_speech", "no_words"}
+
+
+# The command, with the stand-in Whisper (random: its words are noise), then init and axolotl preprocess.
+
+
+@pytest.fixture(scope="module")
+def folder_of_recordings(tmp_path_factory, speech) -> Path:
+    """A FLAC at 48 kHz in stereo, a wav at 22.05 kHz, a file that is not audio and a transcript for each."""
+    folder = tmp_path_factory.mktemp("folder")
+    join(folder / "chapter-1.flac", speech[:4], 48000, 2, [0.7, 0.9, 1.1, 0.8])
+    join(folder / "chapter-2.wav", speech[4:], 22050, 1, [1.0, 0.6])
+    (folder / "broken.wav").write_bytes(b"RIFF, but not a wav at all")
+    for name, part in [("chapter-1", speech[:4]), ("chapter-2", speech[4:])]:
+        (folder / f"{name}.txt").write_text(" ".join(text for text, _ in part), encoding="utf-8")
+    return folder
+
+
+def test_segment_command_transcribes_with_whisper_and_reports_the_bad_recording(tmp_path, standins,
+                                                                                folder_of_recordings, capsys):
+    out = tmp_path / "voice"
+    main(["segment", str(folder_of_recordings), "--out", str(out), "--asr-model", str(standins["asr"])])
+    printed = capsys.readouterr().out
+    report = json.loads((out / segment.REPORT_FILE).read_text())
+    assert report["recordings"] == 3 and f"skipped {folder_of_recordings / 'broken.wav'}" in printed
+    (bad,) = report["bad_recordings"]
+    assert (bad["source"], bad["reason"]) == (str(folder_of_recordings / "broken.wav"), "undecodable_audio")
+    assert [line["source"] for line in report["per_recording"]] == [
+        str(folder_of_recordings / "chapter-1.flac"), str(folder_of_recordings / "chapter-2.wav")
+    ]
+    # The stand-in's text is noise, often empty: each clip is a row with its text, or dropped as heard empty.
+    kept = rows(out)
+    assert (out / "metadata.csv").read_text().splitlines()[0] == ",".join(segment.METADATA_COLUMNS)
+    assert len(kept) + len(report["dropped_clips"]) == 6 and report["clips"] == len(kept)
+    assert all(row["text"] for row in kept) and {c["reason"] for c in report["dropped_clips"]} <= {"no_words"}
+    assert sorted(p.name for p in out.glob("*.wav")) == sorted(row["file_name"] for row in kept)
+
+    with pytest.raises(SystemExit, match=r"broken\.wav.*--on-bad raise"):
+        main(["segment", str(folder_of_recordings), "--out", str(tmp_path / "other"), "--on-bad", "raise"])
+    with pytest.raises(SystemExit, match="already holds a metadata.csv"):
+        main(["segment", str(folder_of_recordings), "--out", str(out)])
+
+
+def test_segment_with_transcripts_then_init_and_preprocess_read_the_folder(tmp_path, standins, folder_of_recordings,
+                                                                           speech, capsys):
+    out = tmp_path / "voice"
+    recordings = [str(folder_of_recordings / "chapter-1.flac"), str(folder_of_recordings / "chapter-2.wav")]
+    # The stand-in hears noise: a threshold no text can miss keeps every clip with its known words.
+    main(["segment", *recordings, "--out", str(out), "--asr-model", str(standins["asr"]), "--language", "en",
+          "--transcript", str(folder_of_recordings), "--max-cer", "1000"])
+    kept = rows(out)
+    assert list(kept[0]) == list(segment.METADATA_COLUMNS)
+    for recording, part in zip(recordings, [speech[:4], speech[4:]]):
+        texts = [row["text"] for row in kept if row["source"] == recording]
+        assert " ".join(texts).split() == " ".join(text for text, _ in part).split()  # every word once, in order
+        assert all(texts)
+    report = json.loads((out / segment.REPORT_FILE).read_text())
+    assert report["clips"] == len(kept) == 6 and report["dropped_clips"] == []
+    assert {row["speaker"] for row in kept} == {"voice"}
+
+    config = tmp_path / "finetune.yml"
+    main(["init", str(out), "--out", str(config), "--base-model", str(standins["model"]),
+          "--snac-model", str(standins["snac"])])
+    assert "6 clips" in capsys.readouterr().out
+    axolotl("preprocess", config, tmp_path)
+    prepared = newest_prepared_dataset(tmp_path / "prepared")
+    total = json.loads((prepared / "orpheus_report.json").read_text())["total"]
+    assert (total["rows_in"], total["rows_out"], total["dropped"]) == (6, 6, {})
+    assert set(total["speakers"]) == {"voice"}
