@@ -167,13 +167,20 @@ def test_the_rest_of_the_process_reuses_freed_blocks_as_glibc_does_by_default(wh
     (in `axolotl train` after encoding) would be mapped afresh and fault in every page. After
     keep_freed_memory later 4 MB tensors reuse freed memory, as in a fresh process (where blocks land decides
     which ones: most do)."""
-    result = subprocess.run(
-        [sys.executable, "-c", REUSING_AFTER_ENCODING, when], capture_output=True, text=True, check=True
-    )
-    faults = list(map(int, result.stdout.split()))
     pages = (4 << 20) // resource.getpagesize()
-    assert faults[0] > pages // 2  # the first is mapped afresh either way
-    assert sorted(faults[4:])[4] < pages // 8, faults  # the median of the last eight
+    runs = []
+    # Up to three fresh processes: on a busy machine one has been seen to map every tensor afresh, even with no
+    # mallopt at all (the cause is outside the process); a threshold left at 128 KB does so in every process.
+    for _ in range(3):
+        result = subprocess.run(
+            [sys.executable, "-c", REUSING_AFTER_ENCODING, when], capture_output=True, text=True, check=True
+        )
+        faults = list(map(int, result.stdout.split()))
+        runs.append(faults)
+        assert faults[0] > pages // 2  # the first is mapped afresh either way
+        if sorted(faults[4:])[4] < pages // 8:  # the median of the last eight
+            return
+    pytest.fail(f"every later 4 MB tensor was mapped afresh, in three processes: {runs}")
 
 
 def test_load_refuses_a_pickle_that_runs_code(tmp_path, standins):
