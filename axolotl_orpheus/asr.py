@@ -43,7 +43,7 @@ class ASR:
                  language: str | None = None) -> None:
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
-        self.device = device if isinstance(device, torch.device) else codec.pick_device(device)
+        self.device = codec.pick_device(device)
         try:
             self.processor = AutoProcessor.from_pretrained(name_or_path)
             # Half precision where a GPU runs it well; CPU keeps float32.

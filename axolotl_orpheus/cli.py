@@ -9,6 +9,7 @@ from pathlib import Path
 from axolotl_orpheus.args import (
     DEFAULT_ASR_MODEL,
     DEFAULT_BASE_MODEL,
+    DEFAULT_MAX_CER,
     DEFAULT_SEQUENCE_LEN,
     DEFAULT_SNAC_MODEL,
     DEFAULT_SPEAKER_MODEL,
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     check_parser.add_argument("dataset", help="a folder with metadata.csv, a parquet/csv file, or a hub dataset id")
     check_parser.add_argument("--asr-model", default=DEFAULT_ASR_MODEL)
     check_parser.add_argument("--language", default=None, help="e.g. en; default: detected per clip")
-    check_parser.add_argument("--threshold", type=float, default=0.2, help="list rows with a CER above this")
+    check_parser.add_argument("--threshold", type=float, default=DEFAULT_MAX_CER,
+                              help="list rows with a CER above this")
     check_parser.add_argument("--out", default="transcript_check", help="writes OUT.json and OUT.csv")
     check_parser.add_argument("--device", default=None, help="default: cuda, then mps, then cpu")
     check_parser.set_defaults(func=check_transcripts)
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     segment_parser.add_argument("--language", default=None, help="e.g. en; default: detected per clip")
     segment_parser.add_argument("--min-seconds", type=float, default=1.0, help="shorter clips are dropped")
     segment_parser.add_argument("--max-seconds", type=float, default=20.0, help="longer speech is cut")
-    segment_parser.add_argument("--max-cer", type=float, default=0.2,
+    segment_parser.add_argument("--max-cer", type=float, default=DEFAULT_MAX_CER,
                                 help="with --transcript: drop clips whose heard text is further than this (a "
                                      "character error rate) from their known text")
     segment_parser.add_argument("--device", default=None, help="for the ASR; default: cuda, then mps, then cpu")

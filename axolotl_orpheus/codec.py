@@ -26,7 +26,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "pytorch_model.bin"
 
 
-def pick_device(requested: str | None = None) -> torch.device:
+def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """The device to encode on: the one asked for, else cuda, then mps, then cpu."""
     if requested:
         return torch.device(requested)

@@ -188,7 +188,7 @@ def evaluate_checkpoints(
     from datasets import load_from_disk
 
     from axolotl_orpheus.audio import load_clip
-    from axolotl_orpheus.report import REPORT_FILE
+    from axolotl_orpheus.report import report_voices
 
     if prepared is not None and not (prepared / "dataset_info.json").is_file():
         raise SystemExit(f"evaluate: {prepared} is not a prepared dataset; give dataset_prepared_path/<hash>, the "
@@ -208,10 +208,9 @@ def evaluate_checkpoints(
                 eval_rows = text_rows(texts, voice, tokenizer, reference_clips)
             else:
                 dataset = load_from_disk(str(prepared))
-                report = json.loads((prepared / REPORT_FILE).read_text()) if (prepared / REPORT_FILE).is_file() else {}
-                voices = {name for name in report.get("total", {}).get("speakers", {}) if name}
                 count = min(rows, len(dataset))
-                eval_rows = prepared_rows(dataset.select(range(count))["input_ids"], tokenizer, snac, voices)
+                eval_rows = prepared_rows(dataset.select(range(count))["input_ids"], tokenizer, snac,
+                                          report_voices(prepared))
         LOG.info(f"Orpheus: evaluating {model_path} on {len(eval_rows)} rows")
         reports[label] = {"model": model_path, **evaluation.run(model, eval_rows, out / label)}
         del model

@@ -16,7 +16,7 @@ from axolotl.utils.logging import get_logger
 from datasets import config as datasets_config
 
 from axolotl_orpheus.args import FINGERPRINT_KEY, REPORTS_KEY, SOURCE_KEY, SPLIT_KEY, OrpheusArgs
-from axolotl_orpheus.report import REPORT_FILE, DatasetReport, full_report, summary_text, write_report
+from axolotl_orpheus.report import DatasetReport, full_report, report_voices, summary_text, write_report
 from axolotl_orpheus.reproducible import files_digest
 
 LOG = get_logger(__name__)
@@ -176,12 +176,8 @@ def prepared_folder(cfg, entries: list, tokenizer_name: str) -> Path:
 
 def prepared_voices(cfg, tokenizer_name: str) -> set[str]:
     """The speaker names in the prepared rows' reports (train and test), to read "tara: Hello" back as a voice."""
-    voices: set[str] = set()
-    for entries in (cfg.datasets, cfg.test_datasets):
-        report = prepared_folder(cfg, entries, tokenizer_name) / REPORT_FILE if entries else None
-        if report is not None and report.is_file():
-            voices.update(name for name in json.loads(report.read_text())["total"]["speakers"] if name)
-    return voices
+    return {voice for entries in (cfg.datasets, cfg.test_datasets) if entries
+            for voice in report_voices(prepared_folder(cfg, entries, tokenizer_name))}
 
 
 def best_checkpoint_direction(cfg) -> bool | None:

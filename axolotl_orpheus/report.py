@@ -143,6 +143,12 @@ def full_report(reports: list[DatasetReport], rows_saved: int | None = None) -> 
     return {"total": total, "datasets": [{"dataset": r.dataset, **summarize([r])} for r in reports]}
 
 
+def report_voices(folder: Path) -> set[str]:
+    """The speaker names of the prepared rows in `folder`, from their report (none when it has no report)."""
+    path = Path(folder) / REPORT_FILE
+    return {name for name in json.loads(path.read_text())["total"]["speakers"] if name} if path.is_file() else set()
+
+
 def write_report(report: dict, folder: Path) -> Path:
     path = Path(folder) / REPORT_FILE
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -28,15 +28,13 @@ import torch
 from tqdm import tqdm
 
 from axolotl_orpheus import audio, cuts, scoring
-from axolotl_orpheus.args import DEFAULT_ASR_MODEL
+from axolotl_orpheus.args import DEFAULT_ASR_MODEL, DEFAULT_MAX_CER
 from axolotl_orpheus.asr import ASR, BATCH_SIZE, Transcript
-from axolotl_orpheus.transcripts import THRESHOLD
 
 LOG = logging.getLogger(__name__)
 
 REPORT_FILE = "segment_report.json"
 METADATA_COLUMNS = ("file_name", "text", "speaker", "source", "start", "end")
-DEFAULT_MAX_CER = THRESHOLD  # a clip's heard text further than this from its known text disagrees with it
 # Why recorded seconds were left out, as the report counts them.
 DROP_REASONS = ("no_speech", "too_short", "no_words", "transcript_mismatch")
 

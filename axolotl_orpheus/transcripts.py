@@ -15,10 +15,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from axolotl_orpheus import audio, scoring
+from axolotl_orpheus.args import DEFAULT_MAX_CER
 from axolotl_orpheus.asr import ASR
 from axolotl_orpheus.survey import open_dataset
 
-THRESHOLD = 0.2  # CER above which a row is listed: Whisper large-v3 stays under about 0.05 on clean read speech
 CLIPS_PER_BATCH = 16
 
 
@@ -32,7 +32,7 @@ class Checked:
     cer: float
 
 
-def check_transcripts(path: str, asr: ASR, threshold: float = THRESHOLD) -> dict:
+def check_transcripts(path: str, asr: ASR, threshold: float = DEFAULT_MAX_CER) -> dict:
     """Every readable row's CER against Whisper's transcript; the report lists those over `threshold`, worst first."""
     dataset, base_dir, audio_column, text_column, _ = open_dataset(path)
     sources, texts = dataset[audio_column], dataset[text_column]

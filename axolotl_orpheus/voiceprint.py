@@ -25,7 +25,7 @@ class SpeakerEncoder:
     def __init__(self, name_or_path: str = DEFAULT_SPEAKER_MODEL, device: str | torch.device | None = None) -> None:
         from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
 
-        self.device = device if isinstance(device, torch.device) else codec.pick_device(device)
+        self.device = codec.pick_device(device)
         try:
             self.features = AutoFeatureExtractor.from_pretrained(name_or_path)
             self.model = AutoModelForAudioXVector.from_pretrained(name_or_path).to(self.device).eval()
