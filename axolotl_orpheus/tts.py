@@ -23,11 +23,13 @@ from tqdm.auto import tqdm
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.args import FINGERPRINT_KEY, REPORTS_KEY, SOURCE_KEY, SPLIT_KEY, OrpheusArgs
-from axolotl_orpheus.report import DROP_REASONS, DatasetReport, summarize, summary_text
+from axolotl_orpheus.devices import pick_devices
+from axolotl_orpheus.prepare.report import DROP_REASONS, DatasetReport, summarize, summary_text
 
 try:
-    from axolotl_orpheus import audio, cluster, codec, encoding
-    from axolotl_orpheus.cache import CodesCache, open_cache
+    from axolotl_orpheus import audio, codec
+    from axolotl_orpheus.prepare import cluster, encoding
+    from axolotl_orpheus.prepare.cache import CodesCache, open_cache
 except ModuleNotFoundError as exc:
     # axolotl turns a ModuleNotFoundError raised while importing a strategy into "unhandled prompt
     # tokenization strategy", which hides the real cause: say it instead.
@@ -123,7 +125,11 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
     """Decodes, resamples and SNAC-encodes each row's audio, then frames it with its tokenized prompt."""
 
     def __init__(
-        self, tokenizer, settings: OrpheusArgs, ds_cfg: dict[str, Any], sequence_len: int | None,
+        self,
+        tokenizer,
+        settings: OrpheusArgs,
+        ds_cfg: dict[str, Any],
+        sequence_len: int | None,
         reports: list[DatasetReport],
     ):
         self.tokenizer = tokenizer
@@ -159,8 +165,9 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         with self.codes_cache(snac_digest) as cache:
             plan, jobs = self.scan(dataset, columns, cache)
             self.encode(plan, jobs, encoding.AudioColumn(dataset, columns.audio, self.base_dir), cache)
-            rows = self.frame(dataset, columns, plan, cache, self.fingerprint(dataset, plan, snac_digest),
-                              bool(keep_in_memory))
+            rows = self.frame(
+                dataset, columns, plan, cache, self.fingerprint(dataset, plan, snac_digest), bool(keep_in_memory)
+            )
         LOG.info(f"{self.dataset_path}:\n{summary_text(summarize([self.report]))}")
         return rows
 
@@ -181,7 +188,7 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             if recipes_column:
                 LOG.info(
                     f"Orpheus dataset {self.dataset_path}: no {default_speaker!r} column: the speakers are column "
-                    f"{recipes_column!r}; set orpheus_speaker_column: \"\" for text-only prompts"
+                    f'{recipes_column!r}; set orpheus_speaker_column: "" for text-only prompts'
                 )
                 speaker_column = recipes_column
         if speaker_column not in names:  # "" asks for text-only prompts
@@ -274,12 +281,12 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             )
         return Rejected(reason, seconds)
 
-    def encode(self, plan: list[Planned | Rejected], jobs: list[encoding.Job], column: encoding.AudioColumn,
-               cache: CodesCache) -> None:
+    def encode(
+        self, plan: list[Planned | Rejected], jobs: list[encoding.Job], column: encoding.AudioColumn, cache: CodesCache
+    ) -> None:
         """Encode the clips the cache lacks; a row whose clip SNAC cannot encode becomes Rejected in `plan`."""
         on_ray = self.settings.orpheus_encode_cluster == "ray"  # the cluster's devices: cluster.Placement
-        devices = [] if on_ray else codec.pick_devices(self.settings.orpheus_device,
-                                                       self.settings.orpheus_encode_devices)
+        devices = [] if on_ray else pick_devices(self.settings.orpheus_device, self.settings.orpheus_encode_devices)
         seconds = sum(job.seconds for job in jobs)
         keys = [entry.key for entry in plan if isinstance(entry, Planned)]
         repeated = len(keys) - len(set(keys))
@@ -293,7 +300,11 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         started = time.perf_counter()
         if on_ray:
             failed, self.report.encode_retries = cluster.encode_missing(
-                jobs, column, cache, self.encode_settings, self.settings.orpheus_device,
+                jobs,
+                column,
+                cache,
+                self.encode_settings,
+                self.settings.orpheus_device,
                 self.settings.orpheus_ray_address,
             )
         else:
@@ -323,8 +334,15 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             max_kept_frames=self.max_frames() if self.settings.orpheus_remove_duplicate_frames else None,
         )
 
-    def frame(self, dataset: Dataset, columns: Columns, plan: list[Planned | Rejected], cache: CodesCache,
-              fingerprint: str, keep_in_memory: bool) -> Dataset:
+    def frame(
+        self,
+        dataset: Dataset,
+        columns: Columns,
+        plan: list[Planned | Rejected],
+        cache: CodesCache,
+        fingerprint: str,
+        keep_in_memory: bool,
+    ) -> Dataset:
         """The training rows, framed from the cached codes in one process: framing is cheap, and the report counts
         rows in order."""
         return dataset.select_columns(columns.read()).map(
@@ -384,11 +402,18 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         """The prepared rows' fingerprint: the settings, the table, and every row's audio content (its codes'
         key) or reason to be dropped, so that no datasets cache of rows made from other clips is ever reused."""
         digest = hashlib.md5()
-        for part in (dataset._fingerprint, self.settings.fingerprint(), repr(sorted(self.dataset_keys.items())),
-                     str(self.sequence_len), snac_digest, self.tokenizer.name_or_path):
+        for part in (
+            dataset._fingerprint,
+            self.settings.fingerprint(),
+            repr(sorted(self.dataset_keys.items())),
+            str(self.sequence_len),
+            snac_digest,
+            self.tokenizer.name_or_path,
+        ):
             digest.update(f"{part}|".encode())
         digest.update("\n".join(entry.key if isinstance(entry, Planned) else entry.reason for entry in plan).encode())
         return digest.hexdigest()
+
 
 def load(tokenizer, cfg, ds_cfg: dict[str, Any] | None = None) -> OrpheusTTSStrategy:
     ds_cfg = ds_cfg or {}

@@ -50,9 +50,9 @@ import soundfile
 import torch
 import yaml
 
-from axolotl_orpheus import codec, layout
+from axolotl_orpheus import codec, devices, layout
 from axolotl_orpheus.audio import SAMPLE_RATE, load_clip
-from axolotl_orpheus.demo import BUNDLED_CLIPS, STANDINS_CACHE, demo_config, newest_prepared_dataset
+from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, STANDINS_CACHE, demo_config, newest_prepared_dataset
 from reference_recipe import reference_row  # a neighbour: Python puts a script's folder on sys.path
 
 
@@ -91,7 +91,7 @@ def eager_encode(model, clips: list[np.ndarray], device: str) -> tuple[float, li
     """(a): one clip at a time, timing only the encode calls; in IEEE fp32 like the strategy, since with
     cuDNN's default TF32 a GPU's codes are not even reproducible across batch sizes ((b) keeps the default)."""
     codes, spent = [], 0.0
-    with torch.inference_mode(), codec.exact_fp32():
+    with torch.inference_mode(), devices.exact_fp32():
         model.encode(torch.from_numpy(clips[0])[None, None].to(device))  # warm-up: CUDA and cuDNN start-up
         for clip in clips:
             x = torch.from_numpy(clip)[None, None].to(device)
@@ -130,7 +130,7 @@ def run_preprocess(config_path: Path) -> dict:
     from axolotl.cli.config import load_cfg
     from axolotl.cli.preprocess import do_preprocess
 
-    from axolotl_orpheus import cluster, encoding
+    from axolotl_orpheus.prepare import cluster, encoding
     from axolotl_orpheus.tts import OrpheusTTSStrategy
 
     imported = time.perf_counter()
@@ -169,8 +169,16 @@ def run_preprocess(config_path: Path) -> dict:
     }
 
 
-def project_preprocess(out: Path, corpus: Path, tokenizer: str, snac_model: str, base_model: Path, device: str,
-                       codes_cache: Path, **options) -> tuple[dict, Path]:
+def project_preprocess(
+    out: Path,
+    corpus: Path,
+    tokenizer: str,
+    snac_model: str,
+    base_model: Path,
+    device: str,
+    codes_cache: Path,
+    **options,
+) -> tuple[dict, Path]:
     """(c): `axolotl preprocess` with `type: axolotl_orpheus.tts` in a fresh process; its figures and output."""
     config = demo_config(out, tokenizer, snac_model, base_model)
     config.update(
@@ -214,16 +222,27 @@ def ray_overhead(project, work: Path, corpora: list[tuple[Path, dict, Path]]) ->
     start-up (Ray, its actors, SNAC loading) and the cost per clip."""
     runs = []
     for number, (corpus, local, local_prepared) in enumerate(corpora):
-        figures, prepared = project(work / f"ray-{number}", corpus, codes_cache=work / f"ray-codes-{number}",
-                                    orpheus_encode_cluster="ray")
+        figures, prepared = project(
+            work / f"ray-{number}", corpus, codes_cache=work / f"ray-codes-{number}", orpheus_encode_cluster="ray"
+        )
         clips = len(read_corpus(corpus))
         identical = same_rows(prepared, local_prepared)
-        runs.append({"clips": clips, "ray_encode_s": figures["encode_s"], "local_encode_s": local["encode_s"],
-                     "ray_init_s": figures["ray_init_s"], "ray_preprocess_s": figures["preprocess_s"],
-                     "local_preprocess_s": local["preprocess_s"], "rows_identical": identical})
-        print(f"(c) on Ray, {clips} clips: encoding pass {figures['encode_s']} s (starting Ray "
-              f"{figures['ray_init_s']} s) against {local['encode_s']} s locally; rows identical: {identical}",
-              flush=True)
+        runs.append(
+            {
+                "clips": clips,
+                "ray_encode_s": figures["encode_s"],
+                "local_encode_s": local["encode_s"],
+                "ray_init_s": figures["ray_init_s"],
+                "ray_preprocess_s": figures["preprocess_s"],
+                "local_preprocess_s": local["preprocess_s"],
+                "rows_identical": identical,
+            }
+        )
+        print(
+            f"(c) on Ray, {clips} clips: encoding pass {figures['encode_s']} s (starting Ray "
+            f"{figures['ray_init_s']} s) against {local['encode_s']} s locally; rows identical: {identical}",
+            flush=True,
+        )
     result = {"runs": runs}
     if len(runs) == 2:
         big, small = runs
@@ -252,17 +271,24 @@ def identical_fraction(prepared: Path, eager_codes: list) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10, help="audio in the default corpus")
-    parser.add_argument("--clip-seconds", type=float, default=0.0,
-                        help="join the default corpus' clips into clips at least this long")
+    parser.add_argument(
+        "--clip-seconds", type=float, default=0.0, help="join the default corpus' clips into clips at least this long"
+    )
     parser.add_argument("--corpus", type=Path, help="an audiofolder (metadata.csv with file_name,text,speaker)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="orpheus_compile: true for (c)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="encoding processes on --device for (c) (orpheus_encode_devices)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run (a), (b) and (c) this many times in turn; report medians")
-    parser.add_argument("--cluster", choices=["local", "ray"], default="local",
-                        help="ray: also run (c) with orpheus_encode_cluster: ray, and report Ray's overhead")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="encoding processes on --device for (c) (orpheus_encode_devices)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run (a), (b) and (c) this many times in turn; report medians"
+    )
+    parser.add_argument(
+        "--cluster",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: also run (c) with orpheus_encode_cluster: ray, and report Ray's overhead",
+    )
     parser.add_argument("--snac-model", help="default: the stand-in SNAC 24 kHz (random weights)")
     parser.add_argument("--tokenizer", help="default: the stand-in Orpheus tokenizer")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed after)")
@@ -274,7 +300,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from axolotl_orpheus.standins import build_standins
+    from axolotl_orpheus.cli.standins import build_standins
 
     standins = build_standins(STANDINS_CACHE / "standins")
     snac_model = args.snac_model or str(standins["snac"])
@@ -289,9 +315,15 @@ def main() -> None:
 
         model = codec.load_stock_snac(snac_model, args.device)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
-        project = partial(project_preprocess, tokenizer=tokenizer_name, snac_model=snac_model,
-                          base_model=standins["model"], device=args.device, orpheus_compile=args.compile,
-                          orpheus_encode_devices=[args.device] * args.workers if args.workers > 1 else None)
+        project = partial(
+            project_preprocess,
+            tokenizer=tokenizer_name,
+            snac_model=snac_model,
+            base_model=standins["model"],
+            device=args.device,
+            orpheus_compile=args.compile,
+            orpheus_encode_devices=[args.device] * args.workers if args.workers > 1 else None,
+        )
         rounds, first = [], None
         for number in range(args.rounds):
             a_seconds, eager_codes = eager_encode(model, clips, args.device)
@@ -300,39 +332,57 @@ def main() -> None:
             print(f"(b) reference recipe:    {audio_seconds / b_seconds:6.2f} audio-s/s", flush=True)
             cold, prepared = project(work / f"cold-{number}", corpus, codes_cache=work / f"codes-{number}")
             c_seconds = cold["strategy_s"]
-            print(f"(c) the strategy:        {audio_seconds / c_seconds:6.2f} audio-s/s (encoding pass "
-                  f"{cold['encode_s']} s of {c_seconds} s); all of axolotl preprocess "
-                  f"{audio_seconds / cold['preprocess_s']:.2f} after {cold['start_up_s']} s of start-up "
-                  f"(peak RSS {cold['peak_rss_mb']:.0f} MB); c/b {b_seconds / c_seconds:.3f}", flush=True)
+            print(
+                f"(c) the strategy:        {audio_seconds / c_seconds:6.2f} audio-s/s (encoding pass "
+                f"{cold['encode_s']} s of {c_seconds} s); all of axolotl preprocess "
+                f"{audio_seconds / cold['preprocess_s']:.2f} after {cold['start_up_s']} s of start-up "
+                f"(peak RSS {cold['peak_rss_mb']:.0f} MB); c/b {b_seconds / c_seconds:.3f}",
+                flush=True,
+            )
             identical = identical_fraction(prepared, eager_codes)
             print(f"    audio tokens identical to (a): {identical:.6f}", flush=True)
             first = first or (cold, prepared)
-            rounds.append({"a_s": round(a_seconds, 2), "b_s": round(b_seconds, 2), "c_s": c_seconds,
-                           "preprocess_s": cold["preprocess_s"], "wall_s": cold["wall_s"],
-                           "vs_limit": round(a_seconds / c_seconds, 3), "vs_reference": round(b_seconds / c_seconds, 3),
-                           "codes_identical": round(identical, 6)})
+            rounds.append(
+                {
+                    "a_s": round(a_seconds, 2),
+                    "b_s": round(b_seconds, 2),
+                    "c_s": c_seconds,
+                    "preprocess_s": cold["preprocess_s"],
+                    "wall_s": cold["wall_s"],
+                    "vs_limit": round(a_seconds / c_seconds, 3),
+                    "vs_reference": round(b_seconds / c_seconds, 3),
+                    "codes_identical": round(identical, 6),
+                }
+            )
         del model
         median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
         a_seconds, b_seconds, c_seconds = median["a_s"], median["b_s"], median["c_s"]
         codes_identical = min(r["codes_identical"] for r in rounds)
         cold, prepared = first
         if args.rounds > 1:
-            print(f"medians of {args.rounds} rounds: (a) {audio_seconds / a_seconds:.2f}, "
-                  f"(b) {audio_seconds / b_seconds:.2f}, "
-                  f"(c) {audio_seconds / c_seconds:.2f} audio-s/s; c/a {median['vs_limit']:.3f}, "
-                  f"c/b {median['vs_reference']:.3f}", flush=True)
+            print(
+                f"medians of {args.rounds} rounds: (a) {audio_seconds / a_seconds:.2f}, "
+                f"(b) {audio_seconds / b_seconds:.2f}, "
+                f"(c) {audio_seconds / c_seconds:.2f} audio-s/s; c/a {median['vs_limit']:.3f}, "
+                f"c/b {median['vs_reference']:.3f}",
+                flush=True,
+            )
         # A label option changed: same audio, so every code comes from the cache.
         warm, warm_prepared = project(work / "warm", corpus, codes_cache=work / "codes-0", orpheus_train_on_text=False)
         if rows_of(warm_prepared) != rows_of(prepared):
             raise SystemExit(f"the re-run prepared {rows_of(warm_prepared)} rows, the cold run {rows_of(prepared)}")
-        print(f"    re-run after a label option change: strategy {warm['strategy_s']} s "
-              f"({c_seconds / warm['strategy_s']:.1f}x faster than cold), axolotl preprocess {warm['preprocess_s']} s "
-              f"({median['preprocess_s'] / warm['preprocess_s']:.1f}x)", flush=True)
+        print(
+            f"    re-run after a label option change: strategy {warm['strategy_s']} s "
+            f"({c_seconds / warm['strategy_s']:.1f}x faster than cold), axolotl preprocess {warm['preprocess_s']} s "
+            f"({median['preprocess_s'] / warm['preprocess_s']:.1f}x)",
+            flush=True,
+        )
         # A tenth of the corpus, cold: peak RSS must not grow with the data.
         small_minutes = audio_seconds / 600
         small_corpus = None if args.corpus else make_corpus(work / "small-corpus", small_minutes, args.clip_seconds)
-        small, small_prepared = (project(work / "small", small_corpus, codes_cache=work / "small-codes")
-                                 if small_corpus else (None, None))
+        small, small_prepared = (
+            project(work / "small", small_corpus, codes_cache=work / "small-codes") if small_corpus else (None, None)
+        )
         on_ray = None
         if args.cluster == "ray":
             corpora = [(corpus, cold, prepared)] + ([(small_corpus, small, small_prepared)] if small_corpus else [])
@@ -363,7 +413,7 @@ def main() -> None:
             "peak_rss_growth_for_10x_data": round(cold["peak_rss_mb"] / small["peak_rss_mb"], 3) if small else None,
             "peak_rss_mb_benchmark": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-                       f"{torch.get_num_threads()} threads",
+            f"{torch.get_num_threads()} threads",
         }
         print(json.dumps(figures))
     finally:

@@ -52,8 +52,14 @@ def create_input_ids(tokenizer, text: str, speaker: str | None, codes_list: list
     text_ids = tokenizer.encode(prompt, add_special_tokens=True)
     text_ids.append(END_OF_TEXT)
     return (
-        [START_OF_HUMAN] + text_ids + [END_OF_HUMAN] + [START_OF_AI] + [START_OF_SPEECH]
-        + codes_list + [END_OF_SPEECH] + [END_OF_AI]
+        [START_OF_HUMAN]
+        + text_ids
+        + [END_OF_HUMAN]
+        + [START_OF_AI]
+        + [START_OF_SPEECH]
+        + codes_list
+        + [END_OF_SPEECH]
+        + [END_OF_AI]
     )
 
 

@@ -28,8 +28,10 @@ import numpy as np
 import soundfile
 import torch
 
-from axolotl_orpheus import audio, segment
-from axolotl_orpheus.demo import BUNDLED_CLIPS, STANDINS_CACHE
+from axolotl_orpheus import audio
+from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, STANDINS_CACHE
+from axolotl_orpheus.recordings import segment
+from axolotl_orpheus.recordings import vad as speech_finding
 
 
 class Utterance(NamedTuple):
@@ -50,8 +52,14 @@ def bundled_speech() -> list[tuple[str, np.ndarray]]:
     return speech
 
 
-def join(path: Path, texts_and_clips: list[tuple[str, np.ndarray]], rate: int, channels: int, pauses: list[float],
-         seed: int = 0) -> list[Utterance]:
+def join(
+    path: Path,
+    texts_and_clips: list[tuple[str, np.ndarray]],
+    rate: int,
+    channels: int,
+    pauses: list[float],
+    seed: int = 0,
+) -> list[Utterance]:
     """Write the clips (24 kHz) at `rate` with `pauses` of quiet noise between them and 0.8 s before the first;
     the utterances' places."""
     rng = np.random.default_rng(seed)
@@ -85,15 +93,20 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.asr_model is None:
-        from axolotl_orpheus.standins import build_standins
+        from axolotl_orpheus.cli.standins import build_standins
 
         args.asr_model = str(build_standins(STANDINS_CACHE / "standins")["asr"])
     speech = bundled_speech()
     average = np.mean([len(clip) for _, clip in speech]) / audio.SAMPLE_RATE + 0.9
     utterances = [speech[index % len(speech)] for index in range(int(args.minutes * 60 / average))]
-    figures: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "load_average_before": os.getloadavg()[0],
-                     "asr_model": args.asr_model}
+    figures: dict = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_before": os.getloadavg()[0],
+        "asr_model": args.asr_model,
+    }
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         recording = folder / "recording.wav"
@@ -103,9 +116,9 @@ def main() -> None:
         seconds = soundfile.info(recording).duration
         figures.update(audio_seconds=round(seconds, 1), utterances=len(placed))
 
-        vad = segment.load_vad()
+        vad = speech_finding.load_vad()
         started = time.perf_counter()
-        rate, _, spans = segment.find_clips(recording, vad, 1.0, 20.0)
+        rate, _, spans = speech_finding.find_clips(recording, vad, 1.0, 20.0)
         figures["speech_s"] = time.perf_counter() - started
         started = time.perf_counter()
         samples_spans = [(round(span.start * rate), round(span.end * rate)) for span in spans]
@@ -116,8 +129,14 @@ def main() -> None:
 
         for mode, transcript in (("transcribe", None), ("align", str(folder / "recording.txt"))):
             started = time.perf_counter()
-            segment.segment_recordings([str(recording)], str(folder / mode), transcript=transcript,
-                                       asr_model=args.asr_model, language="en", max_cer=1000)
+            segment.segment_recordings(
+                [str(recording)],
+                str(folder / mode),
+                transcript=transcript,
+                asr_model=args.asr_model,
+                language="en",
+                max_cer=1000,
+            )
             figures[f"{mode}_s"] = time.perf_counter() - started
     for phase in ("speech", "cut", "transcribe", "align"):
         figures[f"{phase}_audio_seconds_per_second"] = round(seconds / figures[f"{phase}_s"], 1)

@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import soundfile  # noqa: E402
 
 from axolotl_orpheus.audio import SAMPLE_RATE, load_clip  # noqa: E402
-from axolotl_orpheus.demo import BUNDLED_CLIPS  # noqa: E402
+from axolotl_orpheus.cli.demo import BUNDLED_CLIPS  # noqa: E402
 
 CLIPS_DIR = Path(str(BUNDLED_CLIPS))
 # Where snac_model runs: ORPHEUS_TEST_DEVICE=cuda runs the codec's exactness tests on a GPU
@@ -34,7 +34,7 @@ def cache_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def standins(cache_home) -> dict[str, Path]:
-    from axolotl_orpheus.standins import build_standins
+    from axolotl_orpheus.cli.standins import build_standins
 
     return build_standins(cache_home / "axolotl_orpheus" / "standins")
 

@@ -8,7 +8,7 @@ from axolotl.utils.dict import DictDefault
 from datasets import Dataset, load_dataset
 
 from axolotl_orpheus.args import FINGERPRINT_KEY
-from axolotl_orpheus.report import DatasetReport
+from axolotl_orpheus.prepare.report import DatasetReport
 
 
 def load_raw(path: Path) -> Dataset:

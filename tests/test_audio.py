@@ -588,8 +588,9 @@ def test_memory_stays_bounded_on_a_long_wide_file(tmp_path: Path) -> None:
             wav.write(second)
     whole_float32 = WIDE_SECONDS * WIDE_RATE * WIDE_CHANNELS * 4
     try:
-        result = subprocess.run([sys.executable, "-c", PEAK_RSS, str(path)], capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, str(path)], capture_output=True, text=True, timeout=120
+        )
     finally:
         path.unlink()
     assert result.returncode == 0, result.stderr

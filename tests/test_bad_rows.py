@@ -8,7 +8,7 @@ import soundfile
 from datasets import Dataset
 
 from axolotl_orpheus.audio import SAMPLE_RATE
-from axolotl_orpheus.report import summarize
+from axolotl_orpheus.prepare.report import summarize
 from axolotl_orpheus.tts import RowError
 from conftest import CLIPS_DIR
 from helpers import prepare_report
@@ -36,21 +36,36 @@ CASES = {
     "zero-length audio": (lambda p: write(p, np.zeros(0, np.float32)), "bad", "empty_audio", {}),
     "shorter than one frame": (lambda p: write(p, speech(0.05)), "bad", "shorter_than_one_frame", {}),
     "NaN samples": (
-        lambda p: write(p, np.r_[speech(1.0), np.nan].astype(np.float32), "FLOAT"), "bad", "non_finite_samples", {}
+        lambda p: write(p, np.r_[speech(1.0), np.nan].astype(np.float32), "FLOAT"),
+        "bad",
+        "non_finite_samples",
+        {},
     ),
     "inf samples": (
-        lambda p: write(p, np.r_[speech(1.0), np.inf].astype(np.float32), "FLOAT"), "bad", "non_finite_samples", {}
+        lambda p: write(p, np.r_[speech(1.0), np.inf].astype(np.float32), "FLOAT"),
+        "bad",
+        "non_finite_samples",
+        {},
     ),
     "missing text": (lambda p: write(p, speech(1.0)), "", "no_text", {}),
     "empty text": (lambda p: write(p, speech(1.0)), '"  "', "empty_text", {}),
     "longer than orpheus_max_seconds": (
-        lambda p: write(p, speech(6.0)), "bad", "longer_than_max_seconds", {"orpheus_max_seconds": 4}
+        lambda p: write(p, speech(6.0)),
+        "bad",
+        "longer_than_max_seconds",
+        {"orpheus_max_seconds": 4},
     ),
     "shorter than orpheus_min_seconds": (
-        lambda p: write(p, speech(0.5)), "bad", "shorter_than_min_seconds", {"orpheus_min_seconds": 1}
+        lambda p: write(p, speech(0.5)),
+        "bad",
+        "shorter_than_min_seconds",
+        {"orpheus_min_seconds": 1},
     ),
     "more tokens than sequence_len": (
-        lambda p: write(p, speech(6.0)), "bad", "longer_than_sequence_len", {"sequence_len": 400}
+        lambda p: write(p, speech(6.0)),
+        "bad",
+        "longer_than_sequence_len",
+        {"sequence_len": 400},
     ),
 }
 WARNINGS = {
@@ -116,7 +131,7 @@ def test_a_zero_length_clip_is_dropped_under_the_gpu_batching_rule(
 ):
     """On a GPU no batch size is set (batches hold codec.BATCH_SECONDS of audio, sized by each clip's frames):
     a header of 0 frames must be dropped as empty_audio, not divide by zero."""
-    from axolotl_orpheus import encoding
+    from axolotl_orpheus.prepare import encoding
 
     monkeypatch.setattr(encoding, "default_batch_size", lambda device: None)
     path = make_metadata(tmp_path, CASES["zero-length audio"][0], "bad")
@@ -169,7 +184,10 @@ def test_report_figures(tmp_path, tokenizer, standins, good_rows):
     lengths = [len(ids) for ids in rows["input_ids"]]
     tokens = summary["tokens_per_row"]
     assert (tokens["min"], tokens["median"], tokens["max"], tokens["sequence_len"]) == (
-        min(lengths), float(np.median(lengths)), max(lengths), 1000
+        min(lengths),
+        float(np.median(lengths)),
+        max(lengths),
+        1000,
     )
     assert sum(tokens["histogram"]["counts"]) == sum(summary["clip_seconds_histogram"]["counts"]) == 2
     assert tokens["histogram"]["edges"][-1] == 1000

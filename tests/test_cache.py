@@ -15,8 +15,9 @@ import pytest
 import soundfile
 import torch
 
-from axolotl_orpheus import cache, codec, layout
-from axolotl_orpheus.report import summarize
+from axolotl_orpheus import codec, layout
+from axolotl_orpheus.prepare import cache
+from axolotl_orpheus.prepare.report import summarize
 from helpers import prepare_report
 
 KEY = "ab" * 20
@@ -48,9 +49,9 @@ def test_an_option_change_reads_cached_codes(tmp_path, voice, tokenizer, standin
         {"orpheus_remove_duplicate_frames": False},
     ):
         warm, warm_report = prepare_report(tokenizer, voice / "metadata.csv", **settings, **changes)
-        fresh = prepare_report(
-            tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), **changes
-        )[0]
+        fresh = prepare_report(tokenizer, voice / "metadata.csv", orpheus_snac_model=str(standins["snac"]), **changes)[
+            0
+        ]
         assert warm["input_ids"] == fresh["input_ids"] and warm["labels"] == fresh["labels"], changes
     assert len(encoded) == 4 * len(metadata)  # the fresh runs only: every warm run read the cache
     assert warm_report.seconds == cold_report.seconds
@@ -280,7 +281,7 @@ def test_two_encoding_processes_give_the_rows_of_one(tmp_path, voice, tokenizer,
 def test_the_cache_command_lists_namespaces_and_deletes_what_went_unused(tmp_path, capsys):
     """`axolotl-orpheus cache` lists each namespace; --delete-unused-for deletes entries neither written nor
     read for that long (a read marks an entry used), left-over temporary files, then namespaces left empty."""
-    from axolotl_orpheus.cli import main
+    from axolotl_orpheus.cli.main import main
 
     codes = cache.Entry((np.array([1]), np.array([1, 2]), np.arange(4)), 0.1, ())
     eager = cache.CodesCache(tmp_path, "digest", snac_name="snac-a")
@@ -327,7 +328,7 @@ def test_the_cache_command_imports_no_torch(tmp_path):
     process as the command runs."""
     cache.CodesCache(tmp_path, "digest", snac_name="snac-a").put(KEY, cache.Entry(CODES, 0.2, ()))
     script = (
-        "import sys; from axolotl_orpheus.cli import main; main(['cache', sys.argv[1]]); "
+        "import sys; from axolotl_orpheus.cli.main import main; main(['cache', sys.argv[1]]); "
         "print('torch imported' if 'torch' in sys.modules else 'no torch')"
     )
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)

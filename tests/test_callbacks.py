@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM, TrainerState
 from transformers.integrations import TensorBoardCallback
 
-from axolotl_orpheus import speak
 from axolotl_orpheus.args import SamplePrompt
-from axolotl_orpheus.callbacks import SpeechSamplesCallback
+from axolotl_orpheus.listen import speak
+from axolotl_orpheus.listen.callbacks import SpeechSamplesCallback
 from test_plugin import validated
 
 
@@ -43,8 +43,10 @@ def test_each_evaluation_writes_its_samples_once(tmp_path, tokenizer, standins, 
     callback.on_evaluate(args, state_at(10), None, model=tiny_model)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.wav"))
     assert written == [
-        "orpheus_samples/step-10/00-ada.wav", "orpheus_samples/step-10/01-text.wav",
-        "orpheus_samples/step-5/00-ada.wav", "orpheus_samples/step-5/01-text.wav",
+        "orpheus_samples/step-10/00-ada.wav",
+        "orpheus_samples/step-10/01-text.wav",
+        "orpheus_samples/step-5/00-ada.wav",
+        "orpheus_samples/step-5/01-text.wav",
     ]
     assert soundfile.info(str(tmp_path / written[0])).samplerate == 24000
     assert tiny_model.training  # back in training mode after speaking
@@ -143,7 +145,7 @@ def test_a_failing_sample_is_logged_and_training_goes_on(
     args = SimpleNamespace(output_dir=str(tmp_path), report_to=[])
     tiny_model.train()
     callback.on_train_begin(args, state_at(0), None, model=tiny_model)
-    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.listen.callbacks"):
         callback.on_evaluate(args, state_at(5), None, model=tiny_model)
     assert [p.name for p in (tmp_path / "orpheus_samples" / "step-5").iterdir()] == ["01-text.wav"]
     assert "sample 00-ada ('Hello there.') failed at step 5" in caplog.text

@@ -5,16 +5,28 @@ from __future__ import annotations
 import yaml
 from axolotl.cli.config import load_cfg
 
-from axolotl_orpheus.cli import main
-from axolotl_orpheus.demo import BUNDLED_CLIPS, newest_prepared_dataset
+from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, newest_prepared_dataset
+from axolotl_orpheus.cli.main import main
 from test_data_layouts import voice_folder
 from test_e2e import axolotl
 
 
 def test_init_writes_a_config_that_preprocess_accepts_and_report_plots_it(tmp_path, standins, capsys):
     out = tmp_path / "finetune.yml"
-    main(["init", str(BUNDLED_CLIPS), "--voice", "ignored", "--out", str(out),
-          "--base-model", str(standins["model"]), "--snac-model", str(standins["snac"])])
+    main(
+        [
+            "init",
+            str(BUNDLED_CLIPS),
+            "--voice",
+            "ignored",
+            "--out",
+            str(out),
+            "--base-model",
+            str(standins["model"]),
+            "--snac-model",
+            str(standins["snac"]),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "6 clips" in printed and "22050 Hz x 6" in printed
     assert "columns: audio='file_name' text='text' speaker='speaker'" in printed
@@ -49,8 +61,20 @@ def test_init_names_other_columns_and_the_voice(tmp_path, standins, audiofolder_
     table = pa.table(columns, schema=features.arrow_schema)
     pq.write_table(table, parquet)
     out = tmp_path / "voice.yml"
-    main(["init", str(parquet), "--voice", "tara", "--out", str(out), "--sequence-len", "200",
-          "--base-model", str(standins["model"])])
+    main(
+        [
+            "init",
+            str(parquet),
+            "--voice",
+            "tara",
+            "--out",
+            str(out),
+            "--sequence-len",
+            "200",
+            "--base-model",
+            str(standins["model"]),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "6 clips are longer than about 2 s and will not fit sequence_len 200" in printed
     assert "24000 Hz x 6" in printed
@@ -67,8 +91,20 @@ def test_init_writes_values_that_read_back_as_given(tmp_path, standins, audiofol
     snac_model = "someone/snac #2: 24 kHz"
     for voice in ("yes", "123"):
         out = tmp_path / f"{voice}.yml"
-        main(["init", str(folder), "--voice", voice, "--out", str(out), "--base-model", str(standins["model"]),
-              "--snac-model", snac_model])
+        main(
+            [
+                "init",
+                str(folder),
+                "--voice",
+                voice,
+                "--out",
+                str(out),
+                "--base-model",
+                str(standins["model"]),
+                "--snac-model",
+                snac_model,
+            ]
+        )
         assert yaml.safe_load(out.read_text())["datasets"][0]["path"] == str(folder)
         cfg = load_cfg(str(out))
         assert cfg.datasets[0].message_property_mappings["voice"] == voice

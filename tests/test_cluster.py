@@ -17,10 +17,10 @@ import soundfile
 import yaml
 from datasets import load_from_disk
 
-from axolotl_orpheus import cluster
 from axolotl_orpheus.args import OrpheusArgs
 from axolotl_orpheus.audio import SAMPLE_RATE, load_clip
-from axolotl_orpheus.demo import demo_config, newest_prepared_dataset
+from axolotl_orpheus.cli.demo import demo_config, newest_prepared_dataset
+from axolotl_orpheus.prepare import cluster
 from axolotl_orpheus.tts import RowError
 from conftest import write_audio_parquet
 from helpers import prepare
@@ -163,6 +163,6 @@ def test_without_ray_the_error_names_the_extra(monkeypatch, tokenizer, standins,
 def test_the_cluster_options_change_no_row_and_import_no_ray_until_used():
     cluster = OrpheusArgs(orpheus_encode_cluster="ray", orpheus_ray_address="head:6379")
     assert cluster.fingerprint() == OrpheusArgs().fingerprint()
-    script = "import sys, axolotl_orpheus.cluster; print('ray' in sys.modules)"
+    script = "import sys, axolotl_orpheus.prepare.cluster; print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

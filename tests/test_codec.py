@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from axolotl_orpheus import codec, layout
+from axolotl_orpheus import codec, devices, layout
+from axolotl_orpheus.codec import encoder
 from conftest import DEVICE
 
 
@@ -32,17 +33,17 @@ def test_batched_encoding_equals_one_clip_at_a_time(snac_model, speech_24k):
     alone = [codec.encode(snac_model, [clip], batch_size=1)[0] for clip in clips]
     assert_same_codes(codec.encode(snac_model, clips, batch_size=4), alone)
     assert_same_codes(codec.encode(snac_model, clips[::-1], batch_size=8), alone[::-1])
-    assert_same_codes(codec.encode(snac_model, clips), alone)  # the default: codec.BATCH_SECONDS of audio
+    assert_same_codes(codec.encode(snac_model, clips), alone)  # the default: encoder.BATCH_SECONDS of audio
 
 
 def test_a_default_batch_holds_batch_seconds_of_audio_whatever_the_clip_length():
     """Many short clips, few long ones: memory stays bounded, and an explicit batch size wins."""
     seconds = lambda frames: frames * 2048 / 24000  # noqa: E731
     for frames in [1, 30, 117, 704, 10_000]:
-        clips = codec.clips_per_batch(frames, None)
-        assert clips == 1 or clips * seconds(frames) <= codec.BATCH_SECONDS < (clips + 1) * seconds(frames)
-    assert codec.clips_per_batch(30, None) == 125 and codec.clips_per_batch(704, None) == 5
-    assert codec.clips_per_batch(10_000, None) == 1 and codec.clips_per_batch(30, 4) == 4
+        clips = encoder.clips_per_batch(frames, None)
+        assert clips == 1 or clips * seconds(frames) <= encoder.BATCH_SECONDS < (clips + 1) * seconds(frames)
+    assert encoder.clips_per_batch(30, None) == 125 and encoder.clips_per_batch(704, None) == 5
+    assert encoder.clips_per_batch(10_000, None) == 1 and encoder.clips_per_batch(30, 4) == 4
 
 
 def test_a_batch_the_gpu_has_no_memory_for_is_encoded_in_halves(monkeypatch, snac_model, speech_24k):
@@ -54,7 +55,7 @@ def test_a_batch_the_gpu_has_no_memory_for_is_encoded_in_halves(monkeypatch, sna
     short = [clip[:2048] for clip in clips]
     short_alone = [codec.encode(snac_model, [clip])[0] for clip in short]
     room = 2 * layout.whole_frames(len(clips[0])) * layout.SAMPLES_PER_FRAME  # for 2 of these clips
-    real, tried = codec._encode_padded, []
+    real, tried = encoder._encode_padded, []
 
     def small_gpu(model, batch, limit=room):
         tried.append(len(batch))
@@ -62,7 +63,7 @@ def test_a_batch_the_gpu_has_no_memory_for_is_encoded_in_halves(monkeypatch, sna
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         return real(model, batch)
 
-    monkeypatch.setattr(codec, "_encode_padded", small_gpu)
+    monkeypatch.setattr(encoder, "_encode_padded", small_gpu)
     model = copy.deepcopy(snac_model)  # it keeps the size that ran out of memory
     assert_same_codes(codec.encode(model, clips, batch_size=5), alone)
     assert tried == [5, 2, 3, 1, 2]
@@ -73,7 +74,7 @@ def test_a_batch_the_gpu_has_no_memory_for_is_encoded_in_halves(monkeypatch, sna
     tried.clear()
     assert_same_codes(codec.encode(model, short, batch_size=5), short_alone)
     assert tried == [5]  # five one-frame clips hold fewer samples than the batch that failed
-    monkeypatch.setattr(codec, "_encode_padded", lambda model, batch: small_gpu(model, batch, limit=0))
+    monkeypatch.setattr(encoder, "_encode_padded", lambda model, batch: small_gpu(model, batch, limit=0))
     with pytest.raises(
         RuntimeError, match=r"SNAC ran out of GPU memory encoding one \d+ s clip; .+orpheus_device: cpu"
     ):
@@ -114,7 +115,8 @@ def test_encoding_and_decoding_run_in_ieee_fp32_whatever_the_process_asked(snac_
 
 KEEPING_FREED_MEMORY = """
 import torch
-from axolotl_orpheus import codec, layout
+from axolotl_orpheus import codec, devices, layout
+from axolotl_orpheus.codec import encoder
 
 def resident_pages():
     return int(open("/proc/self/statm").read().split()[1])
@@ -147,7 +149,8 @@ def test_freed_activations_are_kept_for_reuse_then_given_back():
 
 REUSING_AFTER_ENCODING = """
 import resource, sys, torch
-from axolotl_orpheus import codec, layout
+from axolotl_orpheus import codec, devices, layout
+from axolotl_orpheus.codec import encoder
 
 def faults_of_a_4mb_tensor():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -204,15 +207,15 @@ def test_a_folder_without_weights_names_what_is_missing(tmp_path):
 
 
 def test_device_choice(monkeypatch):
-    assert codec.pick_device("cpu") == torch.device("cpu")
+    assert devices.pick_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert codec.pick_device() == torch.device("cpu")
+    assert devices.pick_device() == torch.device("cpu")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert codec.pick_device() == torch.device("mps")
+    assert devices.pick_device() == torch.device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert codec.pick_device() == torch.device("cuda")
-    assert codec.pick_device("cpu") == torch.device("cpu")
+    assert devices.pick_device() == torch.device("cuda")
+    assert devices.pick_device("cpu") == torch.device("cpu")
 
 
 def test_decode_is_reproducible_and_leaves_the_global_rng_alone(snac_model, speech_24k):
@@ -242,7 +245,7 @@ def test_long_clips_are_encoded_in_windows_with_the_same_codes(snac_model, speec
 def test_decoding_with_the_in_place_snake_equals_stock_snac(snac_model, stock_snac, speech_24k):
     (codes,) = codec.encode(snac_model, [speech_24k[0]])
     stock = copy.deepcopy(stock_snac).to(DEVICE)  # the decoder's noise comes from the device's generator
-    with torch.inference_mode(), torch.random.fork_rng(), codec.exact_fp32():
+    with torch.inference_mode(), torch.random.fork_rng(), devices.exact_fp32():
         torch.manual_seed(0)
         expected = stock.decode([torch.as_tensor(level, device=DEVICE)[None] for level in codes])[0, 0].cpu().numpy()
     np.testing.assert_array_equal(codec.decode(snac_model, codes, seed=0), expected)
@@ -267,8 +270,8 @@ def test_the_compiled_encoder_agrees_with_eager_snac(standins, stock_snac, speec
 
 def test_encode_devices(monkeypatch):
     """orpheus_encode_devices as listed; a bare `cuda` means every visible GPU."""
-    assert codec.pick_devices(listed=["cpu", "cpu"]) == [torch.device("cpu")] * 2
-    assert codec.pick_devices("cpu") == [torch.device("cpu")]
+    assert devices.pick_devices(listed=["cpu", "cpu"]) == [torch.device("cpu")] * 2
+    assert devices.pick_devices("cpu") == [torch.device("cpu")]
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert codec.pick_devices("cuda") == [torch.device("cuda", 0), torch.device("cuda", 1)]
-    assert codec.pick_devices("cuda:1") == [torch.device("cuda", 1)]
+    assert devices.pick_devices("cuda") == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert devices.pick_devices("cuda:1") == [torch.device("cuda", 1)]

@@ -17,15 +17,20 @@ from axolotl.utils.data.shared import generate_dataset_hash_from_config, load_da
 from axolotl.utils.dict import DictDefault
 from datasets import Audio, Dataset, Features, Value, load_from_disk
 
-from axolotl_orpheus.demo import demo_config
+from axolotl_orpheus.cli.demo import demo_config
 from axolotl_orpheus.layout import END_OF_TEXT
 from axolotl_orpheus.plugin import OrpheusPlugin
 from helpers import prepare_report
 from test_e2e import axolotl
 
 
-def voice_folder(folder: Path, clips: Path, rows: list[tuple[str, ...]], header=("file_name", "text", "speaker"),
-                 metadata: str = "metadata.csv") -> Path:
+def voice_folder(
+    folder: Path,
+    clips: Path,
+    rows: list[tuple[str, ...]],
+    header=("file_name", "text", "speaker"),
+    metadata: str = "metadata.csv",
+) -> Path:
     """A folder with a metadata csv of `rows` and the clips they name (those `clips` has)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in {row[0] for row in rows if (clips / row[0]).is_file()}:
@@ -59,15 +64,19 @@ def prepare_as_axolotl(tmp_path: Path, standins, tokenizer, entry: dict, **setti
 def test_csv_cells_are_read_as_written(tmp_path, standins, tokenizer, audiofolder_24k):
     """pandas reads NA, None, null, nan, #N/A... as missing and a numeric column with a gap as floats: a
     transcript is text, a speaker is the cell's text, and only an empty cell is missing."""
-    folder = voice_folder(tmp_path / "voice", audiofolder_24k, [
-        ("clip_01.wav", "NA", "1"),
-        ("clip_02.wav", "None", "2"),
-        ("clip_03.wav", "null", "1"),
-        ("clip_04.wav", "nan", "2"),
-        ("clip_05.wav", "#N/A", "01"),
-        ("clip_06.wav", "", "2"),
-        ("clip_01.wav", "N/A", ""),
-    ])
+    folder = voice_folder(
+        tmp_path / "voice",
+        audiofolder_24k,
+        [
+            ("clip_01.wav", "NA", "1"),
+            ("clip_02.wav", "None", "2"),
+            ("clip_03.wav", "null", "1"),
+            ("clip_04.wav", "nan", "2"),
+            ("clip_05.wav", "#N/A", "01"),
+            ("clip_06.wav", "", "2"),
+            ("clip_01.wav", "N/A", ""),
+        ],
+    )
     before = sorted(folder.iterdir())
     rows, report = prepare_as_axolotl(
         tmp_path, standins, tokenizer, {"path": str(folder), "type": "axolotl_orpheus.tts"}
@@ -176,7 +185,8 @@ def test_preprocess_reads_split_folders_and_data_files_and_reports_each_split(
         tmp_path / "voice" / "lists", audiofolder_24k, [(n, f"{t} Again.", s) for n, t, s in rows], metadata="more.csv"
     )
     config = config_file(
-        tmp_path, standins,
+        tmp_path,
+        standins,
         datasets=[
             {"path": "voice", "type": "axolotl_orpheus.tts"},
             {"path": "csv", "data_files": "voice/lists/meta.csv", "type": "axolotl_orpheus.tts"},

@@ -10,7 +10,7 @@ from pathlib import Path
 import soundfile
 from datasets import load_from_disk
 
-from axolotl_orpheus.demo import newest_prepared_dataset
+from axolotl_orpheus.cli.demo import newest_prepared_dataset
 
 
 def test_demo_preprocesses_trains_and_decodes(tmp_path, cache_home, standins):

@@ -12,7 +12,7 @@ import yaml
 from datasets import load_from_disk
 
 from axolotl_orpheus import layout
-from axolotl_orpheus.demo import decode_row, demo_config, newest_prepared_dataset
+from axolotl_orpheus.cli.demo import decode_row, demo_config, newest_prepared_dataset
 from reference_recipe import reference_row
 
 
@@ -20,7 +20,11 @@ def axolotl(command: str, config, tmp_path) -> str:
     env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
     result = subprocess.run(
         [sys.executable, "-m", "axolotl.cli.main", command, str(config)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert result.returncode == 0, f"axolotl {command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result.stdout + result.stderr
@@ -59,7 +63,8 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
     assert f"Loading prepared dataset from disk at {prepared}" in log  # train reused the rows preprocess wrote
     samples = sorted((tmp_path / "model" / "orpheus_samples").rglob("*.wav"))
     assert [p.relative_to(tmp_path / "model" / "orpheus_samples").as_posix() for p in samples] == [
-        "step-3/00-ada.wav", "step-3/01-text.wav"
+        "step-3/00-ada.wav",
+        "step-3/01-text.wav",
     ]
     for sample in samples:
         info = soundfile.info(str(sample))
@@ -134,21 +139,27 @@ def test_shards_preprocessed_apart_make_up_the_whole(tmp_path, standins, audiofo
     assert sorted(rows["shard-0"] + rows["shard-1"]) == sorted(rows["whole"])
 
 
-
 def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(tmp_path, standins, tokenizer, capsys):
     """`orpheus_eval_samples` inside axolotl's real train: every evaluation logs every eval_orpheus_* score, and
     metric_for_best_model: eval_orpheus_cer keeps the lowest even where the config says greater_is_better: true.
     Then `evaluate` scores a checkpoint on the prepared rows, whose voices it reads from their report."""
     import torch
 
-    from axolotl_orpheus import cli
-    from axolotl_orpheus.evaluation import METRICS
+    from axolotl_orpheus.cli.main import main as cli_main
+    from axolotl_orpheus.listen.evaluation import METRICS
 
     config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], max_steps=4)
     config.update(
-        val_set_size=0.34, eval_steps=2, save_steps=2, orpheus_eval_samples=2, orpheus_sample_max_new_tokens=35,
-        orpheus_asr_model=str(standins["asr"]), orpheus_speaker_model=str(standins["speaker"]),
-        metric_for_best_model="eval_orpheus_cer", greater_is_better=True, load_best_model_at_end=True,
+        val_set_size=0.34,
+        eval_steps=2,
+        save_steps=2,
+        orpheus_eval_samples=2,
+        orpheus_sample_max_new_tokens=35,
+        orpheus_asr_model=str(standins["asr"]),
+        orpheus_speaker_model=str(standins["speaker"]),
+        metric_for_best_model="eval_orpheus_cer",
+        greater_is_better=True,
+        load_best_model_at_end=True,
     )
     path = tmp_path / "finetune.yml"
     path.write_text(yaml.safe_dump(config))
@@ -173,11 +184,33 @@ def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(tmp_path,
 
     prepared = newest_prepared_dataset(tmp_path / "prepared")
     out = tmp_path / "scores"
-    cli.main(["evaluate", "--model", str(model / "checkpoint-2"), "--prepared", str(prepared), "--rows", "2",
-              "--asr-model", str(standins["asr"]), "--speaker-model", str(standins["speaker"]),
-              "--snac-model", str(standins["snac"]), "--max-new-tokens", "35", "--device", "cpu", "--out", str(out)])
+    cli_main(
+        [
+            "evaluate",
+            "--model",
+            str(model / "checkpoint-2"),
+            "--prepared",
+            str(prepared),
+            "--rows",
+            "2",
+            "--asr-model",
+            str(standins["asr"]),
+            "--speaker-model",
+            str(standins["speaker"]),
+            "--snac-model",
+            str(standins["snac"]),
+            "--max-new-tokens",
+            "35",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert "checkpoint-2" in capsys.readouterr().out
     report = json.loads((out / "metrics.json").read_text())["checkpoint-2"]
-    prompts = [tokenizer.decode(ids[2 : ids.index(layout.END_OF_TEXT)])
-               for ids in load_from_disk(str(prepared))["input_ids"][:2]]
+    prompts = [
+        tokenizer.decode(ids[2 : ids.index(layout.END_OF_TEXT)])
+        for ids in load_from_disk(str(prepared))["input_ids"][:2]
+    ]
     assert [f"{sample['voice']}: {sample['text']}" for sample in report["samples"]] == prompts

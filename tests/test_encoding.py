@@ -10,10 +10,11 @@ import pytest
 import soundfile
 import torch
 
-from axolotl_orpheus import codec, encoding
 from axolotl_orpheus.audio import SAMPLE_RATE
-from axolotl_orpheus.cache import CodesCache
-from axolotl_orpheus.encoding import BATCHES_PER_CHUNK, AudioColumn, EncodeSettings, Job, length_chunks
+from axolotl_orpheus.codec import encoder
+from axolotl_orpheus.prepare import encoding
+from axolotl_orpheus.prepare.cache import CodesCache
+from axolotl_orpheus.prepare.encoding import BATCHES_PER_CHUNK, AudioColumn, EncodeSettings, Job, length_chunks
 from conftest import CLIPS_DIR
 
 
@@ -34,7 +35,7 @@ def test_chunks_are_length_sorted_batches_of_clips_or_of_audio():
 
     short, long = [2.5] * 1000, [55.0] * 30  # 20 long clips, 10 long and 250 short, then 500 and 250 short
     chunks = length_chunks(jobs_of(short + long), None)
-    per_short_batch, per_long_batch = codec.clips_per_batch(30, None), codec.clips_per_batch(645, None)
+    per_short_batch, per_long_batch = encoder.clips_per_batch(30, None), encoder.clips_per_batch(645, None)
     assert (per_short_batch, per_long_batch) == (125, 5)
     assert [len(chunk) for chunk in chunks] == [4 * per_long_batch, 10 + 2 * per_short_batch, 4 * per_short_batch, 250]
     assert length_chunks([], None) == []

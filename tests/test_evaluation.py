@@ -19,17 +19,32 @@ import soundfile
 import torch
 from transformers import AutoModelForCausalLM, Trainer, TrainerState, TrainingArguments
 
-from axolotl_orpheus import cli, layout, speak
+from axolotl_orpheus import layout
 from axolotl_orpheus.args import OrpheusArgs
 from axolotl_orpheus.audio import SAMPLE_RATE, load_clip
-from axolotl_orpheus.callbacks import SpeechScorer
-from axolotl_orpheus.evaluation import METRICS, Evaluation, prepared_rows, split_voice, text_rows
+from axolotl_orpheus.cli.main import main as cli_main
+from axolotl_orpheus.listen import speak
+from axolotl_orpheus.listen.callbacks import SpeechScorer
+from axolotl_orpheus.listen.evaluation import METRICS, Evaluation, prepared_rows, split_voice, text_rows
 from axolotl_orpheus.plugin import OrpheusPlugin
 from conftest import CLIPS_DIR
 from test_plugin import validated
 
-SAMPLE_KEYS = {"wav", "voice", "text", "transcript", "language", "cer", "wer", "speaker_similarity", "stopped",
-               "seconds", "reference_seconds", "duration_ratio", "loops"}
+SAMPLE_KEYS = {
+    "wav",
+    "voice",
+    "text",
+    "transcript",
+    "language",
+    "cer",
+    "wer",
+    "speaker_similarity",
+    "stopped",
+    "seconds",
+    "reference_seconds",
+    "duration_ratio",
+    "loops",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +54,8 @@ def tiny_model(standins):
 
 @pytest.fixture(scope="module")
 def judges(standins, snac_model):
-    from axolotl_orpheus.asr import ASR
-    from axolotl_orpheus.voiceprint import SpeakerEncoder
+    from axolotl_orpheus.listen.asr import ASR
+    from axolotl_orpheus.listen.voiceprint import SpeakerEncoder
 
     return snac_model, ASR(str(standins["asr"]), "cpu"), SpeakerEncoder(str(standins["speaker"]), "cpu")
 
@@ -114,9 +129,14 @@ def trainer_for(tmp_path, tiny_model, tokenizer, eval_rows):
     state = TrainerState(global_step=4)
     state.is_world_process_zero = True
     return SimpleNamespace(
-        model=tiny_model, processing_class=tokenizer, eval_dataset=Dataset.from_dict({"input_ids": eval_rows}),
-        state=state, args=SimpleNamespace(output_dir=str(tmp_path)), accelerator=SimpleNamespace(num_processes=1),
-        compute_metrics=None, preprocess_logits_for_metrics=None,
+        model=tiny_model,
+        processing_class=tokenizer,
+        eval_dataset=Dataset.from_dict({"input_ids": eval_rows}),
+        state=state,
+        args=SimpleNamespace(output_dir=str(tmp_path)),
+        accelerator=SimpleNamespace(num_processes=1),
+        compute_metrics=None,
+        preprocess_logits_for_metrics=None,
     )
 
 
@@ -127,8 +147,11 @@ def test_the_scorer_is_the_trainers_compute_metrics_and_a_failure_gives_nan(
     eval_rows = [row_of(tokenizer, text, "ada", frames) for text in ("Hi.", "Bye.", "Unused.")]
     trainer = trainer_for(tmp_path, tiny_model, tokenizer, eval_rows)
     settings = OrpheusArgs(
-        orpheus_eval_samples=2, orpheus_snac_model=str(standins["snac"]), orpheus_asr_model=str(standins["asr"]),
-        orpheus_speaker_model=str(standins["speaker"]), orpheus_sample_max_new_tokens=14,
+        orpheus_eval_samples=2,
+        orpheus_snac_model=str(standins["snac"]),
+        orpheus_asr_model=str(standins["asr"]),
+        orpheus_speaker_model=str(standins["speaker"]),
+        orpheus_sample_max_new_tokens=14,
     )
     scorer = SpeechScorer(trainer, settings, voices={"ada"})
     assert trainer.compute_metrics == scorer.compute_metrics
@@ -141,7 +164,7 @@ def test_the_scorer_is_the_trainers_compute_metrics_and_a_failure_gives_nan(
     assert written["mean"] == scores and [s["voice"] for s in written["samples"]] == ["ada", "ada"]
 
     scorer.evaluation.max_new_tokens = 3  # less than one frame: generation refuses, as any failure would
-    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.listen.callbacks"):
         failed = trainer.compute_metrics(None)
     assert set(failed) == set(METRICS) and all(math.isnan(value) for value in failed.values())
     assert "scoring at step 4 failed, scores are NaN; training goes on: ValueError: max_new_tokens" in caplog.text
@@ -151,8 +174,9 @@ def test_a_scoring_model_that_cannot_load_stops_training_before_its_first_step(
     tmp_path, tiny_model, tokenizer, standins
 ):
     trainer = trainer_for(tmp_path, tiny_model, tokenizer, [])
-    settings = OrpheusArgs(orpheus_eval_samples=2, orpheus_snac_model=str(standins["snac"]),
-                           orpheus_asr_model=str(tmp_path / "no-whisper"))
+    settings = OrpheusArgs(
+        orpheus_eval_samples=2, orpheus_snac_model=str(standins["snac"]), orpheus_asr_model=str(tmp_path / "no-whisper")
+    )
     scorer = SpeechScorer(trainer, settings, voices=set())
     with pytest.raises(RuntimeError, match="orpheus_eval_samples: cannot load .*no-whisper.* orpheus_asr_model"):
         scorer.on_train_begin(None, trainer.state, None, model=tiny_model)
@@ -173,18 +197,31 @@ def test_no_scores_without_an_eval_split_or_under_sharded_weights(tmp_path, tiny
     assert trainer.compute_metrics is None  # left as it was
 
 
-@pytest.mark.parametrize(("metric", "greater_is_better"), [
-    ("eval_orpheus_cer", False), ("orpheus_wer", False), ("eval_orpheus_loop_rate", False),
-    ("eval_orpheus_speaker_similarity", True), ("eval_orpheus_stop_rate", True),
-])
+@pytest.mark.parametrize(
+    ("metric", "greater_is_better"),
+    [
+        ("eval_orpheus_cer", False),
+        ("orpheus_wer", False),
+        ("eval_orpheus_loop_rate", False),
+        ("eval_orpheus_speaker_similarity", True),
+        ("eval_orpheus_stop_rate", True),
+    ],
+)
 def test_the_best_checkpoint_is_the_best_score_whatever_the_config_says(tmp_path, standins, metric, greater_is_better):
     """transformers would take every metric not ending in "loss" as better when greater; the plugin sets the
     direction, even over the config's own greater_is_better, and transformers' own choice then follows it."""
-    cfg = validated(tmp_path, standins, val_set_size=0.3, orpheus_eval_samples=2, metric_for_best_model=metric,
-                    greater_is_better=not greater_is_better)
+    cfg = validated(
+        tmp_path,
+        standins,
+        val_set_size=0.3,
+        orpheus_eval_samples=2,
+        metric_for_best_model=metric,
+        greater_is_better=not greater_is_better,
+    )
     assert OrpheusPlugin().get_training_args(cfg) == {"greater_is_better": greater_is_better}
-    args = TrainingArguments(output_dir=str(tmp_path), metric_for_best_model=metric,
-                             greater_is_better=greater_is_better)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), metric_for_best_model=metric, greater_is_better=greater_is_better
+    )
     trainer = SimpleNamespace(args=args, state=TrainerState())
     name = metric if metric.startswith("eval_") else f"eval_{metric}"
     for value in (0.5, 0.2, 0.9):
@@ -192,11 +229,16 @@ def test_the_best_checkpoint_is_the_best_score_whatever_the_config_says(tmp_path
     assert trainer.state.best_metric == (0.9 if greater_is_better else 0.2)
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"metric_for_best_model": "eval_orpheus_duration_ratio"}, "is best at 1, neither high nor low"),
-    ({"metric_for_best_model": "eval_orpheus_cer", "orpheus_eval_samples": 0},
-     "eval_orpheus_cer is scored only with orpheus_eval_samples"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"metric_for_best_model": "eval_orpheus_duration_ratio"}, "is best at 1, neither high nor low"),
+        (
+            {"metric_for_best_model": "eval_orpheus_cer", "orpheus_eval_samples": 0},
+            "eval_orpheus_cer is scored only with orpheus_eval_samples",
+        ),
+    ],
+)
 def test_a_metric_that_cannot_choose_a_checkpoint_is_refused_when_the_config_loads(
     tmp_path, standins, changes, message
 ):
@@ -211,12 +253,31 @@ def test_evaluate_compares_checkpoints_on_texts_through_the_cli(tmp_path, standi
     texts.write_text("Hello there.\n\nGood morning.\n")
     out = tmp_path / "scores"
     arguments = [
-        "evaluate", "--model", str(tmp_path / "run-a" / "final"), "--model", str(tmp_path / "run-b" / "final"),
-        "--texts", str(texts), "--voice", "ada", "--reference", str(CLIPS_DIR / "clip_01.wav"),
-        "--asr-model", str(standins["asr"]), "--speaker-model", str(standins["speaker"]),
-        "--snac-model", str(standins["snac"]), "--max-new-tokens", "21", "--device", "cpu", "--out", str(out),
+        "evaluate",
+        "--model",
+        str(tmp_path / "run-a" / "final"),
+        "--model",
+        str(tmp_path / "run-b" / "final"),
+        "--texts",
+        str(texts),
+        "--voice",
+        "ada",
+        "--reference",
+        str(CLIPS_DIR / "clip_01.wav"),
+        "--asr-model",
+        str(standins["asr"]),
+        "--speaker-model",
+        str(standins["speaker"]),
+        "--snac-model",
+        str(standins["snac"]),
+        "--max-new-tokens",
+        "21",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
     ]
-    cli.main(arguments)
+    cli_main(arguments)
     table = capsys.readouterr().out
     assert "run-a-final" in table.splitlines()[0] and "run-b-final" in table.splitlines()[0]
     assert all(name.removeprefix("orpheus_") in table for name in METRICS)
@@ -224,12 +285,15 @@ def test_evaluate_compares_checkpoints_on_texts_through_the_cli(tmp_path, standi
     assert list(reports) == ["run-a-final", "run-b-final"]
     # The same weights and seed: the same samples and scores, whichever folder they were read from.
     assert reports["run-a-final"]["samples"] == reports["run-b-final"]["samples"]
-    assert sorted(p.name for p in (out / "run-a-final").iterdir()) == ["metrics.json", "row-00-ada.wav",
-                                                                       "row-01-ada.wav"]
+    assert sorted(p.name for p in (out / "run-a-final").iterdir()) == [
+        "metrics.json",
+        "row-00-ada.wav",
+        "row-01-ada.wav",
+    ]
     with pytest.raises(SystemExit, match="either --prepared DIR or --texts FILE"):
-        cli.main(["evaluate", "--model", "m", "--out", str(out)])
+        cli_main(["evaluate", "--model", "m", "--out", str(out)])
     with pytest.raises(SystemExit, match="is not a prepared dataset; give dataset_prepared_path/<hash>"):
-        cli.main(["evaluate", "--model", "m", "--prepared", str(tmp_path), "--out", str(out)])
+        cli_main(["evaluate", "--model", "m", "--prepared", str(tmp_path), "--out", str(out)])
 
 
 def test_check_transcripts_lists_the_rows_over_the_threshold_worst_first(tmp_path, standins, capsys):
@@ -237,8 +301,20 @@ def test_check_transcripts_lists_the_rows_over_the_threshold_worst_first(tmp_pat
     shutil.copytree(CLIPS_DIR, folder)
     (folder / "clip_04.wav").write_bytes(b"not a wav")
     out = tmp_path / "check" / "transcripts"
-    cli.main(["check-transcripts", str(folder), "--asr-model", str(standins["asr"]), "--device", "cpu",
-              "--threshold", "0.5", "--out", str(out)])
+    cli_main(
+        [
+            "check-transcripts",
+            str(folder),
+            "--asr-model",
+            str(standins["asr"]),
+            "--device",
+            "cpu",
+            "--threshold",
+            "0.5",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     report = json.loads(out.with_suffix(".json").read_text())
     summary = report["summary"]

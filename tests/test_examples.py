@@ -22,7 +22,7 @@ def test_the_examples_are_there():
 def test_example_validates(example, tmp_path, standins):
     config = yaml.safe_load(example.read_text())
     if example.name == "cpu-demo.yml":  # the demo fills in its models and paths at run time
-        from axolotl_orpheus.demo import demo_config
+        from axolotl_orpheus.cli.demo import demo_config
 
         config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"])
     config["base_model"] = str(standins["model"])  # no hub here: the tiny stand-in with Orpheus' vocabulary

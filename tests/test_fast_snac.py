@@ -1,4 +1,4 @@
-"""The fast SNAC path (axolotl_orpheus.fast_snac): the C kernels give torch's values, and where they cannot be
+"""The fast SNAC path (axolotl_orpheus.codec.fast): the C kernels give torch's values, and where they cannot be
 built, or orpheus_cpu_kernels is false, SNAC runs torch's kernels with the same codes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from snac.layers import Snake1d
 
 from axolotl_orpheus import codec
-from axolotl_orpheus.fast_snac import in_place, kernel_forms, kernels
+from axolotl_orpheus.codec.fast import in_place, kernel_forms, kernels
 from test_codec import assert_same_codes
 
 # Where the machine lacks what a kernel needs, SNAC runs torch's paths (tested) and these tests have nothing to check.
@@ -23,6 +23,7 @@ needs_pointwise = pytest.mark.skipif(
 
 def kernel_modules(model) -> list[torch.nn.Module]:
     """The modules whose forward is one of the C kernels."""
+
     def runs_a_kernel(forward) -> bool:
         function = getattr(forward, "func", None)
         return function in (kernel_forms.snake_by_kernel, kernel_forms.depthwise_by_kernel) or isinstance(
@@ -48,9 +49,16 @@ def test_the_c_kernels_give_torch_values_bit_for_bit(threads):
     orders, on this CPU: SNAC's channel counts and dilations, lengths that are and are not multiples of the
     dilation or of the kernels' blocks, batches of one and three, and large values (sin's argument reduction)."""
     generator = torch.Generator().manual_seed(0)
-    for channels, dilation, length, batch in [(48, 1, 61440, 1), (48, 3, 61440, 1), (48, 9, 61441, 1),
-                                              (96, 9, 30720, 3), (384, 3, 958, 2), (1024, 9, 17, 1), (64, 1, 2, 1),
-                                              (8, 9, 3000, 2)]:
+    for channels, dilation, length, batch in [
+        (48, 1, 61440, 1),
+        (48, 3, 61440, 1),
+        (48, 9, 61441, 1),
+        (96, 9, 30720, 3),
+        (384, 3, 958, 2),
+        (1024, 9, 17, 1),
+        (64, 1, 2, 1),
+        (8, 9, 3000, 2),
+    ]:
         x = torch.randn(batch, channels, length, generator=generator) * torch.logspace(-3, 3, channels)[:, None]
         snake = Snake1d(channels)
         conv = torch.nn.Conv1d(channels, channels, 7, dilation=dilation, padding=3 * dilation, groups=channels)
@@ -60,8 +68,11 @@ def test_the_c_kernels_give_torch_values_bit_for_bit(threads):
             (snake_by_kernel,), _ = kernel_forms.candidate_forms(snake)
             assert torch.equal(snake_by_kernel(x), in_place.snake_in_place(snake, x)), (channels, length)
             expected = torch.nn.Conv1d.forward(conv, x)
-            orders = [first for first in (True, False)
-                      if torch.equal(kernel_forms.depthwise_by_kernel(conv, x, first), expected)]
+            orders = [
+                first
+                for first in (True, False)
+                if torch.equal(kernel_forms.depthwise_by_kernel(conv, x, first), expected)
+            ]
         assert orders, (channels, dilation, length, batch)
 
 
@@ -71,14 +82,22 @@ def test_the_c_pointwise_convolution_gives_torch_values_in_one_of_its_orders(thr
     """SNAC's 1x1 convolutions where they are costly (48 and 96 channels over long signals) and short ones, at
     lengths that are and are not multiples of the kernel's tile."""
     generator = torch.Generator().manual_seed(0)
-    for channels, length, batch in [(48, 61440, 1), (96, 30720, 1), (96, 4608, 3), (48, 1031, 2), (96, 64, 1),
-                                    (48, 70, 1)]:
+    for channels, length, batch in [
+        (48, 61440, 1),
+        (96, 30720, 1),
+        (96, 4608, 3),
+        (48, 1031, 2),
+        (96, 64, 1),
+        (48, 70, 1),
+    ]:
         conv = torch.nn.Conv1d(channels, channels, 1)
         x = torch.randn(batch, channels, length, generator=generator)
         with torch.inference_mode():
             expected = torch.nn.Conv1d.forward(conv, x)
-            assert any(torch.equal(kernels.pointwise_conv1d(x, conv.weight, conv.bias, first), expected)
-                       for first in (True, False))
+            assert any(
+                torch.equal(kernels.pointwise_conv1d(x, conv.weight, conv.bias, first), expected)
+                for first in (True, False)
+            )
 
 
 @needs_pointwise

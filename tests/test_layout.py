@@ -267,7 +267,7 @@ def test_speech_labels_property(prompt: list[int], codes) -> None:
     ],
 )
 def test_prompt_text(text: str, speaker: str | None, expected: str) -> None:
-    """"{speaker}: {text}" for a multi-speaker row, the bare text without a speaker (None or "")."""
+    """ "{speaker}: {text}" for a multi-speaker row, the bare text without a speaker (None or "")."""
     assert layout.prompt_text(text, speaker) == expected
 
 

@@ -13,7 +13,7 @@ from axolotl.utils.data.shared import generate_dataset_hash_from_config
 from axolotl.utils.dict import DictDefault
 
 from axolotl_orpheus.args import FINGERPRINT_KEY, SOURCE_KEY
-from axolotl_orpheus.demo import BUNDLED_CLIPS, demo_config
+from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, demo_config
 from axolotl_orpheus.plugin import OrpheusPlugin
 
 # A value other than the default for every orpheus_* key.
@@ -57,9 +57,16 @@ def test_settings_outside_the_rows_keep_the_prepared_dataset(tmp_path, standins)
     not re-prepare."""
     baseline = prepared_hash(validated(tmp_path, standins))
     changed = validated(
-        tmp_path, standins, orpheus_sample_prompts=[{"voice": "ada", "text": "Hi."}], orpheus_sample_max_new_tokens=70,
-        orpheus_codes_cache=str(tmp_path / "elsewhere"), orpheus_cpu_kernels=False, orpheus_eval_samples=4,
-        orpheus_asr_model="someone/whisper", orpheus_eval_language="fr", orpheus_speaker_model="someone/xvector",
+        tmp_path,
+        standins,
+        orpheus_sample_prompts=[{"voice": "ada", "text": "Hi."}],
+        orpheus_sample_max_new_tokens=70,
+        orpheus_codes_cache=str(tmp_path / "elsewhere"),
+        orpheus_cpu_kernels=False,
+        orpheus_eval_samples=4,
+        orpheus_asr_model="someone/whisper",
+        orpheus_eval_language="fr",
+        orpheus_speaker_model="someone/xvector",
     )
     assert changed.orpheus_sample_prompts[0]["voice"] == "ada"
     assert changed.orpheus_codes_cache == str(tmp_path / "elsewhere")
@@ -71,10 +78,15 @@ def test_settings_outside_the_rows_keep_the_prepared_dataset(tmp_path, standins)
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"orpheus_min_seconds": 3, "orpheus_max_seconds": 2},
-         r"orpheus_min_seconds \(3\) is more than orpheus_max_seconds \(2\), which would drop every clip"),
-        ({"orpheus_encode_devices": ["cuda:0", "cpu"]},
-         r"orpheus_encode_devices \['cuda:0', 'cpu'\] mixes device kinds \['cpu', 'cuda'\]; list devices of one kind"),
+        (
+            {"orpheus_min_seconds": 3, "orpheus_max_seconds": 2},
+            r"orpheus_min_seconds \(3\) is more than orpheus_max_seconds \(2\), which would drop every clip",
+        ),
+        (
+            {"orpheus_encode_devices": ["cuda:0", "cpu"]},
+            r"orpheus_encode_devices \[.cuda:0., .cpu.\] mixes device kinds \[.cpu., .cuda.\]; "
+            "list devices of one kind",
+        ),
     ],
 )
 def test_keys_that_disagree_are_refused_when_the_config_loads(tmp_path, standins, changes, message):

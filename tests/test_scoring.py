@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from axolotl_orpheus.scoring import (
+from axolotl_orpheus.listen.scoring import (
     character_error_rate,
     cosine_similarity,
     edit_distance,
@@ -30,8 +30,15 @@ def table_distance(a, b) -> int:
 
 @pytest.mark.parametrize(
     ("a", "b", "distance"),
-    [("kitten", "sitting", 3), ("flaw", "lawn", 2), ("", "abc", 3), ("abc", "", 3), ("same", "same", 0),
-     ("ab", "ba", 2), ("intention", "execution", 5)],
+    [
+        ("kitten", "sitting", 3),
+        ("flaw", "lawn", 2),
+        ("", "abc", 3),
+        ("abc", "", 3),
+        ("same", "same", 0),
+        ("ab", "ba", 2),
+        ("intention", "execution", 5),
+    ],
 )
 def test_edit_distance_of_known_strings(a, b, distance):
     assert edit_distance(a, b) == distance

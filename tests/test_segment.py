@@ -13,10 +13,13 @@ import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from axolotl_orpheus import audio, cuts, scoring, segment
-from axolotl_orpheus.asr import Transcript, Word
-from axolotl_orpheus.cli import main
-from axolotl_orpheus.demo import newest_prepared_dataset
+from axolotl_orpheus import audio
+from axolotl_orpheus.cli.demo import newest_prepared_dataset
+from axolotl_orpheus.cli.main import main
+from axolotl_orpheus.listen import scoring
+from axolotl_orpheus.listen.asr import Transcript, Word
+from axolotl_orpheus.recordings import cuts, segment
+from axolotl_orpheus.recordings import vad as speech_finding
 from segment_speed import Utterance, bundled_speech, join
 from test_e2e import axolotl
 
@@ -27,7 +30,7 @@ W = cuts.WINDOW_SECONDS
 def one_torch_thread():
     """The stand-in Whisper's work is tiny: on a shared 2-core runner a second thread only contends (it ran the
     tests' transcriptions 6 to 15 times slower)."""
-    with segment.torch_threads(1):
+    with speech_finding.torch_threads(1):
         yield
 
 
@@ -59,21 +62,29 @@ def test_speech_lasts_from_a_high_probability_until_a_low_one():
 
 def test_clips_end_at_pauses_keeping_a_little_silence_and_the_pauses_inside_sentences():
     # 3 s of speech, a 0.32 s pause inside the sentence, 1 s more; a 1 s pause; 2 s.
-    spans = plan(windows((2 * S, False), (3 * S, True), (10, False), (S, True), (S, False), (2 * S, True),
-                         (3 * S, False)))
-    assert_spans(spans, [
-        (2 * S * W - cuts.LEAD_SECONDS, (6 * S + 10) * W + cuts.TAIL_SECONDS, False),
-        ((7 * S + 10) * W - cuts.LEAD_SECONDS, (9 * S + 10) * W + cuts.TAIL_SECONDS, False),
-    ])
+    spans = plan(
+        windows((2 * S, False), (3 * S, True), (10, False), (S, True), (S, False), (2 * S, True), (3 * S, False))
+    )
+    assert_spans(
+        spans,
+        [
+            (2 * S * W - cuts.LEAD_SECONDS, (6 * S + 10) * W + cuts.TAIL_SECONDS, False),
+            ((7 * S + 10) * W - cuts.LEAD_SECONDS, (9 * S + 10) * W + cuts.TAIL_SECONDS, False),
+        ],
+    )
 
 
 def test_a_stretch_too_long_is_cut_at_its_longest_pause_then_at_its_quietest_window():
     # 8 s, a 0.1 s gap, 8 s, a 0.32 s gap, 8 s: over 20 s, cut in the 0.32 s gap; the clip after it starts
     # halfway through it, since 0.2 s would reach into the clip before.
-    spans = plan(windows((S, False), (8 * S, True), (3, False), (8 * S, True), (10, False), (8 * S, True),
-                         (S, False)))
-    assert_spans(spans, [(S * W - cuts.LEAD_SECONDS, (17 * S + 3) * W + cuts.TAIL_SECONDS, False),
-                         ((17 * S + 8) * W, (25 * S + 13) * W + cuts.TAIL_SECONDS, False)])
+    spans = plan(windows((S, False), (8 * S, True), (3, False), (8 * S, True), (10, False), (8 * S, True), (S, False)))
+    assert_spans(
+        spans,
+        [
+            (S * W - cuts.LEAD_SECONDS, (17 * S + 3) * W + cuts.TAIL_SECONDS, False),
+            ((17 * S + 8) * W, (25 * S + 13) * W + cuts.TAIL_SECONDS, False),
+        ],
+    )
 
     # 30 s without a gap: cut before its quietest window, with no silence added at the cut.
     probabilities = windows((S, False), (30 * S, True), (S, False))
@@ -85,19 +96,36 @@ def test_a_stretch_too_long_is_cut_at_its_longest_pause_then_at_its_quietest_win
 
 
 def test_too_short_speech_joins_its_neighbour_across_the_shorter_pause_or_is_dropped():
-    spans = plan(windows((S, False), (3 * S, True), (25, False), (15, True), (15, False), (3 * S, True),
-                         (3 * S, False), (20, True), (3 * S, False)))
-    assert_spans(spans, [
-        (S * W - 0.2, (4 * S) * W + 0.1, False),
-        ((4 * S + 25) * W - 0.2, (7 * S + 55) * W + 0.1, False),  # 0.48 s of speech joined across 0.48 s, not 0.8 s
-        ((10 * S + 55) * W - 0.2, (10 * S + 75) * W + 0.1, True),  # 0.64 s, 3 s from any other: dropped
-    ])
+    spans = plan(
+        windows(
+            (S, False),
+            (3 * S, True),
+            (25, False),
+            (15, True),
+            (15, False),
+            (3 * S, True),
+            (3 * S, False),
+            (20, True),
+            (3 * S, False),
+        )
+    )
+    assert_spans(
+        spans,
+        [
+            (S * W - 0.2, (4 * S) * W + 0.1, False),
+            ((4 * S + 25) * W - 0.2, (7 * S + 55) * W + 0.1, False),  # 0.48 s of speech joined across 0.48 s, not 0.8 s
+            ((10 * S + 55) * W - 0.2, (10 * S + 75) * W + 0.1, True),  # 0.64 s, 3 s from any other: dropped
+        ],
+    )
     assert plan(windows((S, False))) == []
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 800), st.booleans()), min_size=1, max_size=30), st.floats(0.5, 3),
-       st.floats(5, 25))
+@given(
+    st.lists(st.tuples(st.integers(1, 800), st.booleans()), min_size=1, max_size=30),
+    st.floats(0.5, 3),
+    st.floats(5, 25),
+)
 def test_clips_are_in_order_apart_within_bounds_and_hold_all_the_speech(stretches, min_seconds, max_seconds):
     probabilities = windows((S, False), *stretches)
     energies = np.random.default_rng(0).normal(-30, 5, len(probabilities))
@@ -140,9 +168,11 @@ def heard(clip: int, *words: tuple[str, float, float]) -> list[cuts.HeardWord]:
 
 def test_each_known_word_goes_to_the_clip_that_heard_it_and_unheard_ones_where_time_is_left():
     known = "Hello there, this is a short test. Good morning!".split()
-    words = (heard(0, ("hello", 0.1, 0.4), ("there", 0.5, 0.9))  # clip 0 lasts 3 s: 2.1 s after "there"
-             + heard(1, ("is", 0.5, 0.6), ("a", 0.6, 0.7), ("shot", 0.7, 1.0), ("test", 1.0, 1.4), ("um", 1.5, 1.6))
-             + heard(3, ("morning", 0.5, 1.0)))
+    words = (
+        heard(0, ("hello", 0.1, 0.4), ("there", 0.5, 0.9))  # clip 0 lasts 3 s: 2.1 s after "there"
+        + heard(1, ("is", 0.5, 0.6), ("a", 0.6, 0.7), ("shot", 0.7, 1.0), ("test", 1.0, 1.4), ("um", 1.5, 1.6))
+        + heard(3, ("morning", 0.5, 1.0))
+    )
     texts = cuts.words_per_clip(known, words, [(0, 3.0), (0, 2.0), (0, 1.0), (0, 1.5)])
     # "shot" is "short" misheard a little; "this" (unheard) goes to clip 0, which has 2.1 s of speech left after
     # "there" against 0.5 s before "is" in clip 1; "Good" (aligned with "um", which is not it) to clip 2, 1 s
@@ -172,12 +202,12 @@ def talk(tmp_path_factory, speech) -> tuple[Path, list[Utterance]]:
 
 @pytest.fixture(scope="module")
 def vad():
-    return segment.load_vad()
+    return speech_finding.load_vad()
 
 
 def test_clips_hold_whole_utterances_within_bounds_with_little_silence(talk, vad):
     path, utterances = talk
-    rate, frames, spans = segment.find_clips(path, vad, min_seconds=1, max_seconds=20)
+    rate, frames, spans = speech_finding.find_clips(path, vad, min_seconds=1, max_seconds=20)
     assert (rate, frames) == (48000, soundfile.info(path).frames)
     assert len(spans) == len(utterances) and not any(span.too_short for span in spans)
     for span, utterance in zip(spans, utterances):  # each utterance wholly inside its own clip, none cut through
@@ -190,7 +220,7 @@ def test_speech_longer_than_the_maximum_is_cut_at_its_longest_pause(tmp_path, sp
     path = tmp_path / "run-on.wav"
     pauses = [0.1, 0.1, 0.1, 0.35, 0.1, 0.1, 0.1, 0.8]  # none as long as a pause between sentences
     utterances = join(path, speech + speech[:2], 48000, 1, pauses)
-    _, _, spans = segment.find_clips(path, vad, min_seconds=1, max_seconds=12)
+    _, _, spans = speech_finding.find_clips(path, vad, min_seconds=1, max_seconds=12)
     assert len(spans) == 2
     assert utterances[3].end <= spans[0].end <= spans[1].start <= utterances[4].start  # in the 0.35 s pause
 
@@ -199,7 +229,7 @@ def test_the_speech_pass_reads_a_block_at_a_time_and_hears_what_the_whole_file_h
     """Memory holds a block, not the recording: the windows heard through small blocks are those heard through
     big ones, bit for bit (Silero's state and the 16 kHz stream carry across blocks), and so are the clips cut."""
     path, _ = talk
-    whole = segment.speech_windows(audio.mono_blocks(str(path)), 48000, vad)
+    whole = speech_finding.speech_windows(audio.mono_blocks(str(path)), 48000, vad)
     monkeypatch.setattr(audio, "BLOCK_SAMPLES", 1 << 13)
     sizes: list[int] = []
 
@@ -208,7 +238,7 @@ def test_the_speech_pass_reads_a_block_at_a_time_and_hears_what_the_whole_file_h
             sizes.append(len(block))
             yield block
 
-    blocked = segment.speech_windows(counted(audio.mono_blocks(str(path))), 48000, vad)
+    blocked = speech_finding.speech_windows(counted(audio.mono_blocks(str(path))), 48000, vad)
     assert max(sizes) == (1 << 13) // 2 and len(sizes) > 400  # stereo: half as many frames as samples
     for a, b in zip(whole, blocked):
         np.testing.assert_array_equal(a, b)
@@ -253,14 +283,18 @@ def test_a_known_transcript_is_split_among_the_clips_and_mismatches_are_dropped(
     heard[4] = heard[4].replace("cup", "cap") + " um"  # one misheard, one heard that the text lacks
     heard[8] = "nothing like the text at all"
     out = tmp_path / "voice"
-    report = segment.segment_recordings([str(path)], str(out), transcript=str(tmp_path / "talk.txt"),
-                                        load_asr=lambda: ScriptedASR(heard))
+    report = segment.segment_recordings(
+        [str(path)], str(out), transcript=str(tmp_path / "talk.txt"), load_asr=lambda: ScriptedASR(heard)
+    )
     kept = rows(out)
     assert [row["text"] for row in kept] == [u.text for i, u in enumerate(utterances) if i != 8]
     assert {row["speaker"] for row in kept} == {"voice"} and {row["source"] for row in kept} == {str(path)}
     (mismatch,) = report["dropped_clips"]
-    assert (mismatch["reason"], mismatch["text"], mismatch["heard"]) == ("transcript_mismatch", utterances[8].text,
-                                                                         heard[8])
+    assert (mismatch["reason"], mismatch["text"], mismatch["heard"]) == (
+        "transcript_mismatch",
+        utterances[8].text,
+        heard[8],
+    )
     assert mismatch["cer"] > segment.DEFAULT_MAX_CER
     assert report["per_recording"][0]["transcript_words"] == sum(len(u.text.split()) for u in utterances)
     assert sorted(path.name for path in out.glob("*.wav")) == sorted(row["file_name"] for row in kept)
@@ -275,8 +309,9 @@ def test_without_a_transcript_clips_keep_what_was_heard_and_those_heard_empty_ar
     path, utterances = talk
     heard = [u.text.upper() for u in utterances]
     heard[5] = ""
-    report = segment.segment_recordings([str(path)], str(tmp_path / "voice"), speaker="ada",
-                                        load_asr=lambda: ScriptedASR(heard))
+    report = segment.segment_recordings(
+        [str(path)], str(tmp_path / "voice"), speaker="ada", load_asr=lambda: ScriptedASR(heard)
+    )
     assert [row["text"] for row in rows(tmp_path / "voice")] == heard[:5] + heard[6:]
     assert [(clip["reason"], clip["heard"]) for clip in report["dropped_clips"]] == [("no_words", "")]
     hours = report["hours"]
@@ -299,8 +334,9 @@ def folder_of_recordings(tmp_path_factory, speech) -> Path:
     return folder
 
 
-def test_segment_command_transcribes_with_whisper_and_reports_the_bad_recording(tmp_path, standins,
-                                                                                folder_of_recordings, capsys):
+def test_segment_command_transcribes_with_whisper_and_reports_the_bad_recording(
+    tmp_path, standins, folder_of_recordings, capsys
+):
     out = tmp_path / "voice"
     main(["segment", str(folder_of_recordings), "--out", str(out), "--asr-model", str(standins["asr"])])
     printed = capsys.readouterr().out
@@ -309,7 +345,8 @@ def test_segment_command_transcribes_with_whisper_and_reports_the_bad_recording(
     (bad,) = report["bad_recordings"]
     assert (bad["source"], bad["reason"]) == (str(folder_of_recordings / "broken.wav"), "undecodable_audio")
     assert [line["source"] for line in report["per_recording"]] == [
-        str(folder_of_recordings / "chapter-1.flac"), str(folder_of_recordings / "chapter-2.wav")
+        str(folder_of_recordings / "chapter-1.flac"),
+        str(folder_of_recordings / "chapter-2.wav"),
     ]
     # The stand-in's text is noise, often empty: each clip is a row with its text, or dropped as heard empty.
     kept = rows(out)
@@ -324,13 +361,28 @@ def test_segment_command_transcribes_with_whisper_and_reports_the_bad_recording(
         main(["segment", str(folder_of_recordings), "--out", str(out)])
 
 
-def test_segment_with_transcripts_then_init_and_preprocess_read_the_folder(tmp_path, standins, folder_of_recordings,
-                                                                           speech, capsys):
+def test_segment_with_transcripts_then_init_and_preprocess_read_the_folder(
+    tmp_path, standins, folder_of_recordings, speech, capsys
+):
     out = tmp_path / "voice"
     recordings = [str(folder_of_recordings / "chapter-1.flac"), str(folder_of_recordings / "chapter-2.wav")]
     # The stand-in hears noise: a threshold no text can miss keeps every clip with its known words.
-    main(["segment", *recordings, "--out", str(out), "--asr-model", str(standins["asr"]), "--language", "en",
-          "--transcript", str(folder_of_recordings), "--max-cer", "1000"])
+    main(
+        [
+            "segment",
+            *recordings,
+            "--out",
+            str(out),
+            "--asr-model",
+            str(standins["asr"]),
+            "--language",
+            "en",
+            "--transcript",
+            str(folder_of_recordings),
+            "--max-cer",
+            "1000",
+        ]
+    )
     kept = rows(out)
     assert list(kept[0]) == list(segment.METADATA_COLUMNS)
     for recording, part in zip(recordings, [speech[:4], speech[4:]]):
@@ -342,8 +394,18 @@ def test_segment_with_transcripts_then_init_and_preprocess_read_the_folder(tmp_p
     assert {row["speaker"] for row in kept} == {"voice"}
 
     config = tmp_path / "finetune.yml"
-    main(["init", str(out), "--out", str(config), "--base-model", str(standins["model"]),
-          "--snac-model", str(standins["snac"])])
+    main(
+        [
+            "init",
+            str(out),
+            "--out",
+            str(config),
+            "--base-model",
+            str(standins["model"]),
+            "--snac-model",
+            str(standins["snac"]),
+        ]
+    )
     assert "6 clips" in capsys.readouterr().out
     axolotl("preprocess", config, tmp_path)
     prepared = newest_prepared_dataset(tmp_path / "prepared")

@@ -10,14 +10,15 @@ import pytest
 import soundfile
 import torch
 
-from axolotl_orpheus import cli, layout
-from axolotl_orpheus.speak import (
+from axolotl_orpheus import layout
+from axolotl_orpheus.cli.main import main as cli_main
+from axolotl_orpheus.listen.sentences import split_sentences
+from axolotl_orpheus.listen.speak import (
     FrameConstraint,
     generate_speech,
     load_speaker_model,
     speak,
     speech_prompt_ids,
-    split_sentences,
 )
 
 VOCAB_SIZE = 156940
@@ -73,7 +74,7 @@ def test_constraint_allows_only_the_codebook_of_each_position():
 
 def test_random_model_speaks_only_well_formed_frames(model, tokenizer, caplog):
     """A random model picks any of 156940 ids; the constraint alone makes every token a code of its position."""
-    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.speak"):
+    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.listen.speak"):
         frames = generate_speech(model, tokenizer, "Hi there.", "tara", max_new_tokens=75)
     assert frames.shape == (10, 7)  # 75 rounds down to 10 whole frames; no end_of_speech from a random model
     assert ((frames >= layout.FRAME_OFFSETS) & (frames < layout.FRAME_OFFSETS + layout.CODEBOOK_SIZE)).all()
@@ -99,7 +100,7 @@ def test_generation_stops_at_the_first_frame_boundary_it_may(standins, tokenizer
 
 def test_speak_command_writes_a_24khz_wav(tmp_path, standins, capsys):
     out = tmp_path / "hello.wav"
-    cli.main(
+    cli_main(
         ["speak", "--model", str(standins["model"]), "--voice", "tara", "--text", "Hello there.", "--out", str(out)]
         + tiny_settings(standins)
     )
@@ -130,7 +131,7 @@ def test_a_lora_adapter_folder_speaks(tmp_path, standins, tokenizer, model):
         assert not torch.allclose(logits, model(prompt).logits, atol=1e-3)
 
     out = tmp_path / "lora.wav"
-    cli.main(["speak", "--model", str(adapter), "--text", "Hi.", "--out", str(out)] + tiny_settings(standins))
+    cli_main(["speak", "--model", str(adapter), "--text", "Hi.", "--out", str(out)] + tiny_settings(standins))
     info = soundfile.info(out)
     assert info.samplerate == 24000 and info.frames > 0 and info.frames % 2048 == 0
 
@@ -177,24 +178,38 @@ def test_split_sentences_keeps_titles_initials_abbreviations_and_decimals_whole(
     ]
     # A quoted sentence end goes on when a lowercase word follows, and ends the sentence otherwise.
     assert split_sentences('"Why?" he asked. "Because." She left.', max_chars=16) == [
-        '"Why?" he asked.', '"Because."', "She left."
+        '"Why?" he asked.',
+        '"Because."',
+        "She left.",
     ]
 
 
 def test_split_sentences_cuts_chinese_and_japanese_at_their_punctuation():
     assert split_sentences("今天天气很好。我们去公园散步吧！你觉得怎么样？好的，我们走吧。", max_chars=20) == [
-        "今天天气很好。", "我们去公园散步吧！", "你觉得怎么样？", "好的，我们走吧。"
+        "今天天气很好。",
+        "我们去公园散步吧！",
+        "你觉得怎么样？",
+        "好的，我们走吧。",
     ]
     assert split_sentences("今日はいい天気ですね。公園に行きましょう！どう思いますか？", max_chars=40) == [
-        "今日はいい天気ですね。", "公園に行きましょう！", "どう思いますか？"
+        "今日はいい天気ですね。",
+        "公園に行きましょう！",
+        "どう思いますか？",
     ]
     # Clauses and commas next: fullwidth ；：，and the ideographic comma 、.
     assert split_sentences("首先，准备材料；其次，开始工作：最后、检查结果。", max_chars=15) == [
-        "首先，", "准备材料；", "其次，", "开始工作：", "最后、", "检查结果。"
+        "首先，",
+        "准备材料；",
+        "其次，",
+        "开始工作：",
+        "最后、",
+        "检查结果。",
     ]
     # Neighbouring pieces are joined as they were written, without a space.
     assert split_sentences("你好。你好。今天天气很好，我们去公园散步吧。", max_chars=24) == [
-        "你好。你好。", "今天天气很好，", "我们去公园散步吧。"
+        "你好。你好。",
+        "今天天气很好，",
+        "我们去公园散步吧。",
     ]
 
 
@@ -206,13 +221,18 @@ def test_a_cjk_character_counts_for_several_latin_ones():
 
 def test_split_sentences_in_spanish_french_and_german():
     assert split_sentences("¿Qué hora es? Son las tres y media. ¡Qué tarde es ya!", max_chars=30) == [
-        "¿Qué hora es?", "Son las tres y media.", "¡Qué tarde es ya!"
+        "¿Qué hora es?",
+        "Son las tres y media.",
+        "¡Qué tarde es ya!",
     ]
     # French spaces its guillemets: the closing » stays with the sentence it closes; M. (Monsieur) is no end.
     french = "M. Dupont m'a dit : « Je reviens demain. » Puis il est parti sans un mot."
     assert split_sentences(french, max_chars=45) == [
-        "M. Dupont m'a dit : « Je reviens demain. »", "Puis il est parti sans un mot."
+        "M. Dupont m'a dit : « Je reviens demain. »",
+        "Puis il est parti sans un mot.",
     ]
     assert split_sentences("Dr. Müller kommt um 3.5 Uhr an. Das ist z. B. gut so. Wir warten hier.", max_chars=32) == [
-        "Dr. Müller kommt um 3.5 Uhr an.", "Das ist z. B. gut so.", "Wir warten hier."
+        "Dr. Müller kommt um 3.5 Uhr an.",
+        "Das ist z. B. gut so.",
+        "Wir warten hier.",
     ]

@@ -12,7 +12,7 @@ import snac
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from axolotl_orpheus.standins import build_snac, build_standins
+from axolotl_orpheus.cli.standins import build_snac, build_standins
 
 
 @pytest.fixture(scope="module")

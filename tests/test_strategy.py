@@ -29,14 +29,24 @@ def reference_rows(stock_snac, tokenizer, speech, metadata, speaker=True, dedupe
 
 @pytest.mark.parametrize(("layout_name", "cpu_kernels"), [("audiofolder", True), ("parquet", False)])
 def test_rows_equal_reference_recipe(
-    layout_name, cpu_kernels, rows_for, audiofolder_24k, parquet_24k, tokenizer, stock_snac, speech_24k, metadata,
+    layout_name,
+    cpu_kernels,
+    rows_for,
+    audiofolder_24k,
+    parquet_24k,
+    tokenizer,
+    stock_snac,
+    speech_24k,
+    metadata,
     caplog,
 ):
     """At 24 kHz every row equals the recipe's, token for token; labels == input_ids; mask all 1. With SNAC's C
     kernels on CPU (where this machine can build them) and with torch's kernels (orpheus_cpu_kernels: false)."""
     with caplog.at_level("INFO", logger="axolotl_orpheus.codec"):
-        rows = rows_for(audiofolder_24k / "metadata.csv" if layout_name == "audiofolder" else parquet_24k,
-                        orpheus_cpu_kernels=cpu_kernels)
+        rows = rows_for(
+            audiofolder_24k / "metadata.csv" if layout_name == "audiofolder" else parquet_24k,
+            orpheus_cpu_kernels=cpu_kernels,
+        )
     assert ("on cpu: torch's kernels (orpheus_cpu_kernels: false)" in caplog.text) == (not cpu_kernels)
     expected = reference_rows(stock_snac, tokenizer, speech_24k, metadata)
     assert rows.column_names == ["input_ids", "attention_mask", "labels"]
@@ -133,7 +143,10 @@ def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, stock_s
 
     dataset = load_raw(parquet_24k).rename_columns({"audio": "wav", "text": "sentence"}).remove_columns("speaker")
     rows, report = prepare_report(
-        tokenizer, parquet_24k, dataset, mappings={"audio": "wav", "text": "sentence", "voice": "tara"},
+        tokenizer,
+        parquet_24k,
+        dataset,
+        mappings={"audio": "wav", "text": "sentence", "voice": "tara"},
         orpheus_snac_model=str(standins["snac"]),
     )
     expected = [

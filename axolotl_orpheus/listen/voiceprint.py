@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import torch
 
-from axolotl_orpheus import codec
+from axolotl_orpheus import devices
 from axolotl_orpheus.args import DEFAULT_SPEAKER_MODEL
 from axolotl_orpheus.audio import resample
 
@@ -25,7 +25,7 @@ class SpeakerEncoder:
     def __init__(self, name_or_path: str = DEFAULT_SPEAKER_MODEL, device: str | torch.device | None = None) -> None:
         from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
 
-        self.device = codec.pick_device(device)
+        self.device = devices.pick_device(device)
         try:
             self.features = AutoFeatureExtractor.from_pretrained(name_or_path)
             self.model = AutoModelForAudioXVector.from_pretrained(name_or_path).to(self.device).eval()
@@ -43,10 +43,13 @@ class SpeakerEncoder:
         rate = self.features.sampling_rate
         embeddings = []
         for start in range(0, len(clips), batch_size):
-            batch = [resample(np.asarray(clip, dtype=np.float32), sample_rate, rate)
-                     for clip in clips[start : start + batch_size]]
+            batch = [
+                resample(np.asarray(clip, dtype=np.float32), sample_rate, rate)
+                for clip in clips[start : start + batch_size]
+            ]
             batch = [np.pad(clip, (0, max(0, int(MIN_SECONDS * rate) - len(clip)))) for clip in batch]
-            inputs = self.features(batch, sampling_rate=rate, padding=True, return_attention_mask=True,
-                                   return_tensors="pt")
+            inputs = self.features(
+                batch, sampling_rate=rate, padding=True, return_attention_mask=True, return_tensors="pt"
+            )
             embeddings.append(self.model(**inputs.to(self.device)).embeddings.float().cpu().numpy())
         return np.concatenate(embeddings)

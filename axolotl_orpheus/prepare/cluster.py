@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from axolotl_orpheus import audio, codec, encoding, layout
-from axolotl_orpheus.cache import CodesCache, Entry
-from axolotl_orpheus.encoding import AudioColumn, EncodeSettings, Job
+from axolotl_orpheus import audio, codec, layout
+from axolotl_orpheus.prepare import encoding
+from axolotl_orpheus.prepare.cache import CodesCache, Entry
+from axolotl_orpheus.prepare.encoding import AudioColumn, EncodeSettings, Job
 
 LOG = logging.getLogger(__name__)  # not axolotl's: the workers import this module, and axolotl is slow to import
 
@@ -114,9 +115,12 @@ class AudioReader:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows = [block.tolist() for block in batch["rows"]]
-        return {"rows": rows, "seconds": [block.tolist() for block in batch["seconds"]],
-                "sizes": [block.tolist() for block in batch["sizes"]],
-                "sources": [self.column.sources(block) for block in rows]}
+        return {
+            "rows": rows,
+            "seconds": [block.tolist() for block in batch["seconds"]],
+            "sizes": [block.tolist() for block in batch["sizes"]],
+            "sources": [self.column.sources(block) for block in rows],
+        }
 
 
 class SnacEncoder:
@@ -146,8 +150,10 @@ class SnacEncoder:
         clips = []  # one per clip: OUTPUT_COLUMNS
         for size, end in zip(sizes, np.cumsum(sizes)):
             entries, failed = self.encode_chunk(jobs[end - size : end], source_of)
-            clips += [(job.row, codes_bytes(entry.codes), entry.seconds, ",".join(entry.warnings), "", "")
-                      for job, entry in entries]
+            clips += [
+                (job.row, codes_bytes(entry.codes), entry.seconds, ",".join(entry.warnings), "", "")
+                for job, entry in entries
+            ]
             clips += [(row, b"", error.seconds, "", error.reason, str(error)) for row, error in failed.items()]
             if failed and self.settings.stop_at_failure:  # the run will raise: the rest is wasted time
                 break
@@ -164,7 +170,8 @@ class SnacEncoder:
                     job.row: encoding.probe_length(
                         self.model, source_of[job.row], self.base_dir, job, self.settings.max_kept_frames
                     )
-                    for job in part if encoding.needs_probe(job, self.settings)
+                    for job in part
+                    if encoding.needs_probe(job, self.settings)
                 }
             decoding = [job for job in part if probed.get(job.row) is None]
             clips = self.decoders.map(
@@ -205,8 +212,12 @@ def codes_from_bytes(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def encode_missing(
-    jobs: list[Job], column: AudioColumn, cache: CodesCache, settings_for: Callable[[torch.device], EncodeSettings],
-    device: str | None, address: str | None,
+    jobs: list[Job],
+    column: AudioColumn,
+    cache: CodesCache,
+    settings_for: Callable[[torch.device], EncodeSettings],
+    device: str | None,
+    address: str | None,
 ) -> tuple[dict[int, audio.AudioError], int]:
     """Fill `cache` with the jobs' codes on a Ray cluster; returns the rows whose audio SNAC cannot encode and how
     many encoding actors Ray restarted."""
@@ -218,26 +229,46 @@ def encode_missing(
         placement = Placement(ray, device)
         settings = settings_for(torch.device(placement.device))
         grouped = blocks(encoding.length_chunks(jobs, settings.batch_size))
-        LOG.info(f"Orpheus: {len(grouped)} blocks of length-sorted chunks for {placement} on the Ray cluster at "
-                 f"{ray.get_runtime_context().gcs_address}")
+        LOG.info(
+            f"Orpheus: {len(grouped)} blocks of length-sorted chunks for {placement} on the Ray cluster at "
+            f"{ray.get_runtime_context().gcs_address}"
+        )
         context = DataContext.get_current()
         shown = context.enable_progress_bars
         context.enable_progress_bars = False  # the one bar is ours, over the whole cluster's audio-seconds
         try:
-            described = [{"rows": [job.row for part in block for job in part],
-                          "seconds": [job.seconds for part in block for job in part],
-                          "sizes": [len(part) for part in block]} for block in grouped]
-            dataset = ray.data.from_items(described, override_num_blocks=len(described)).map_batches(
-                AudioReader, fn_constructor_args=(column,), batch_size=1, num_cpus=0,
-                compute=ActorPoolStrategy(size=1),
-                label_selector={"ray.io/node-id": ray.get_runtime_context().get_node_id()},
-            ).map_batches(
-                SnacEncoder, fn_constructor_args=(settings, placement.device, column.base_dir, placement.threads),
-                batch_size=1, num_cpus=placement.cpus, num_gpus=1 if placement.device == "cuda" else 0,
-                compute=ActorPoolStrategy(
-                    min_size=1, max_size=placement.actors, initial_size=placement.actors,
-                    max_concurrent_calls_per_actor=BLOCKS_IN_FLIGHT, enable_true_multi_threading=True,
-                ),
+            described = [
+                {
+                    "rows": [job.row for part in block for job in part],
+                    "seconds": [job.seconds for part in block for job in part],
+                    "sizes": [len(part) for part in block],
+                }
+                for block in grouped
+            ]
+            dataset = (
+                ray.data.from_items(described, override_num_blocks=len(described))
+                .map_batches(
+                    AudioReader,
+                    fn_constructor_args=(column,),
+                    batch_size=1,
+                    num_cpus=0,
+                    compute=ActorPoolStrategy(size=1),
+                    label_selector={"ray.io/node-id": ray.get_runtime_context().get_node_id()},
+                )
+                .map_batches(
+                    SnacEncoder,
+                    fn_constructor_args=(settings, placement.device, column.base_dir, placement.threads),
+                    batch_size=1,
+                    num_cpus=placement.cpus,
+                    num_gpus=1 if placement.device == "cuda" else 0,
+                    compute=ActorPoolStrategy(
+                        min_size=1,
+                        max_size=placement.actors,
+                        initial_size=placement.actors,
+                        max_concurrent_calls_per_actor=BLOCKS_IN_FLIGHT,
+                        enable_true_multi_threading=True,
+                    ),
+                )
             )
             return collect(dataset, jobs, cache, settings)
         finally:
@@ -253,14 +284,21 @@ def collect(
     done: set[int] = set()  # a block run again after a restart may come back twice
     restarted: set[str] = set()
     encoded_seconds = 0.0
-    progress = tqdm(total=round(sum(job.seconds for job in jobs)), unit="audio-s",
-                    desc="Orpheus: SNAC encoding on the Ray cluster")
+    progress = tqdm(
+        total=round(sum(job.seconds for job in jobs)), unit="audio-s", desc="Orpheus: SNAC encoding on the Ray cluster"
+    )
     # closing: stopping early ends the cluster's work too
     with progress, closing(iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))) as batches:
         for batch in batches:
             for row, codes, seconds, clip_warnings, reason, message, worker, again in zip(
-                batch["row"], batch["codes"], batch["seconds"], batch["warnings"], batch["reason"], batch["message"],
-                batch["worker"], batch["restarted"],
+                batch["row"],
+                batch["codes"],
+                batch["seconds"],
+                batch["warnings"],
+                batch["reason"],
+                batch["message"],
+                batch["worker"],
+                batch["restarted"],
             ):
                 if again:
                     restarted.add(str(worker))
@@ -271,8 +309,14 @@ def collect(
                 if reason:
                     failed[job.row] = audio.AudioError(str(message), str(reason), float(seconds))
                 else:
-                    cache.put(job.key, Entry(codes_from_bytes(codes), float(seconds),
-                                             tuple(str(clip_warnings).split(",")) if clip_warnings else ()))
+                    cache.put(
+                        job.key,
+                        Entry(
+                            codes_from_bytes(codes),
+                            float(seconds),
+                            tuple(str(clip_warnings).split(",")) if clip_warnings else (),
+                        ),
+                    )
                 encoded_seconds += job.seconds
                 progress.update(round(encoded_seconds) - progress.n)
             if failed and settings.stop_at_failure:
@@ -280,6 +324,8 @@ def collect(
     if len(done) < len(jobs):
         raise encoding.EncodingError(f"the Ray cluster returned {len(done)} of the {len(jobs)} clips to encode")
     if restarted:
-        LOG.warning(f"Orpheus: Ray restarted {len(restarted)} SNAC actors (lost workers or nodes); their blocks were "
-                    "encoded again")
+        LOG.warning(
+            f"Orpheus: Ray restarted {len(restarted)} SNAC actors (lost workers or nodes); their blocks were "
+            "encoded again"
+        )
     return failed, len(restarted)

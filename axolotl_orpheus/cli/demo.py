@@ -90,7 +90,7 @@ class DemoRun:
 
 def run_demo(out: Path, max_steps: int | None) -> DemoRun:
     """Preprocess the bundled clips and train a tiny model on them with axolotl, then decode row 0 to a wav."""
-    from axolotl_orpheus.standins import build_standins
+    from axolotl_orpheus.cli.standins import build_standins
 
     out = out.resolve()
     # axolotl train starts `accelerate` from PATH: put this interpreter's scripts first, as an active venv would.

@@ -10,9 +10,10 @@ from axolotl.utils.logging import get_logger
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
-from axolotl_orpheus import codec, speak
+from axolotl_orpheus import codec
 from axolotl_orpheus.args import OrpheusArgs, SamplePrompt
 from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
+from axolotl_orpheus.listen import speak
 
 LOG = get_logger(__name__)
 SAMPLES_FOLDER = "orpheus_samples"
@@ -31,7 +32,12 @@ class SpeechSamplesCallback(TrainerCallback):
     """
 
     def __init__(
-        self, prompts: list[SamplePrompt], tokenizer, snac_model: str, max_new_tokens: int, callbacks,
+        self,
+        prompts: list[SamplePrompt],
+        tokenizer,
+        snac_model: str,
+        max_new_tokens: int,
+        callbacks,
         cpu_kernels: bool = True,
     ):
         self.prompts = prompts
@@ -89,7 +95,12 @@ class SpeechSamplesCallback(TrainerCallback):
         out_of_memory = False
         try:
             clip = speak.speak(
-                model, self.tokenizer, self.snac, prompt.text, prompt.voice, seed=index,
+                model,
+                self.tokenizer,
+                self.snac,
+                prompt.text,
+                prompt.voice,
+                seed=index,
                 max_new_tokens=self.max_new_tokens,
             )
             write_wav(path, clip)
@@ -111,8 +122,12 @@ class SpeechSamplesCallback(TrainerCallback):
             import wandb
 
             if wandb.run is not None:
-                wandb.log({f"{SAMPLES_FOLDER}/{name}": wandb.Audio(clip, sample_rate=SAMPLE_RATE)
-                           for name, clip in clips.items()})
+                wandb.log(
+                    {
+                        f"{SAMPLES_FOLDER}/{name}": wandb.Audio(clip, sample_rate=SAMPLE_RATE)
+                        for name, clip in clips.items()
+                    }
+                )
         for callback in self.callbacks:
             writer = getattr(callback, "tb_writer", None) if isinstance(callback, TensorBoardCallback) else None
             if writer is not None:
@@ -155,9 +170,9 @@ class SpeechScorer(TrainerCallback):
         """SNAC, Whisper and the speaker model on the model's device, and the eval rows, once."""
         if self.evaluation is not None:
             return
-        from axolotl_orpheus.asr import ASR
-        from axolotl_orpheus.evaluation import Evaluation, prepared_rows
-        from axolotl_orpheus.voiceprint import SpeakerEncoder
+        from axolotl_orpheus.listen.asr import ASR
+        from axolotl_orpheus.listen.evaluation import Evaluation, prepared_rows
+        from axolotl_orpheus.listen.voiceprint import SpeakerEncoder
 
         settings = self.settings
         device = next(model.parameters()).device
@@ -179,7 +194,7 @@ class SpeechScorer(TrainerCallback):
         LOG.info(f"Orpheus: scoring {count} eval rows at each evaluation")
 
     def compute_metrics(self, prediction, compute_result: bool = True) -> dict[str, float]:
-        from axolotl_orpheus.evaluation import METRICS
+        from axolotl_orpheus.listen.evaluation import METRICS
 
         metrics = self.other_metrics(prediction) if self.other_metrics is not None else {}
         if not compute_result:  # batch_eval_metrics: only the last batch's call gives the result
@@ -202,8 +217,10 @@ class SpeechScorer(TrainerCallback):
             self.load_judges(self.trainer.model)  # loaded at train begin; here for an evaluation outside training
             report = self.evaluation.run(self.trainer.model, self.rows, folder)
         except Exception as error:
-            LOG.warning(f"Orpheus: scoring at step {step} failed, scores are NaN; training goes on: "
-                        f"{type(error).__name__}: {error}")
+            LOG.warning(
+                f"Orpheus: scoring at step {step} failed, scores are NaN; training goes on: "
+                f"{type(error).__name__}: {error}"
+            )
             out_of_memory = isinstance(error, torch.OutOfMemoryError)
         else:
             means = report["mean"]

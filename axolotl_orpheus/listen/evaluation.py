@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from axolotl_orpheus import codec, layout, scoring, speak
-from axolotl_orpheus.asr import ASR
+from axolotl_orpheus import codec, devices, layout
 from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
-from axolotl_orpheus.voiceprint import SpeakerEncoder
+from axolotl_orpheus.listen import scoring, speak
+from axolotl_orpheus.listen.asr import ASR
+from axolotl_orpheus.listen.voiceprint import SpeakerEncoder
 
 LOG = logging.getLogger(__name__)
 
@@ -87,8 +88,16 @@ def _mean(values: list) -> float:
 class Evaluation:
     """The judges (SNAC to decode, Whisper to hear, a speaker model to compare voices), loaded once."""
 
-    def __init__(self, snac, asr: ASR, speakers: SpeakerEncoder, max_new_tokens: int = 1200,
-                 batch_size: int = BATCH_SIZE, seed: int = 0, references: list[np.ndarray] = ()) -> None:
+    def __init__(
+        self,
+        snac,
+        asr: ASR,
+        speakers: SpeakerEncoder,
+        max_new_tokens: int = 1200,
+        batch_size: int = BATCH_SIZE,
+        seed: int = 0,
+        references: list[np.ndarray] = (),
+    ) -> None:
         self.snac = snac
         self.asr = asr
         self.speakers = speakers
@@ -108,8 +117,10 @@ class Evaluation:
             spoken += speak.generate_frames(
                 model, [row.prompt_ids for row in batch], seeds, max_new_tokens=self.max_new_tokens
             )
-        clips = [codec.decode(self.snac, layout.deinterleave(said.frames), seed=self.seed + index)
-                 for index, said in enumerate(spoken)]
+        clips = [
+            codec.decode(self.snac, layout.deinterleave(said.frames), seed=self.seed + index)
+            for index, said in enumerate(spoken)
+        ]
         transcripts = self.asr.transcribe(clips, SAMPLE_RATE)
         similarities = self._similarities(rows, clips)
         samples = []
@@ -172,28 +183,42 @@ class Evaluation:
 def model_labels(models: list[str]) -> list[str]:
     """Short distinct names for models given as paths: their last folder, with its parent where two share it."""
     names = [Path(model).name or model for model in models]
-    labels = [name if names.count(name) == 1 else "-".join(Path(model).parts[-2:])
-              for name, model in zip(names, models)]
+    labels = [
+        name if names.count(name) == 1 else "-".join(Path(model).parts[-2:]) for name, model in zip(names, models)
+    ]
     return [label if labels.count(label) == 1 else f"{index}-{label}" for index, label in enumerate(labels)]
 
 
 def evaluate_checkpoints(
-    models: list[str], out: Path, *, prepared: Path | None = None, rows: int = BATCH_SIZE,
-    texts: list[str] | None = None, voice: str | None = None, references: list[Path] = (),
-    asr_model: str, speaker_model: str, snac_model: str, language: str | None = None,
-    max_new_tokens: int = 1200, seed: int = 0, device: str | None = None,
+    models: list[str],
+    out: Path,
+    *,
+    prepared: Path | None = None,
+    rows: int = BATCH_SIZE,
+    texts: list[str] | None = None,
+    voice: str | None = None,
+    references: list[Path] = (),
+    asr_model: str,
+    speaker_model: str,
+    snac_model: str,
+    language: str | None = None,
+    max_new_tokens: int = 1200,
+    seed: int = 0,
+    device: str | None = None,
 ) -> dict[str, dict]:
     """Score each model on the same rows with the same seed: OUT/<label>/ holds its wavs and metrics.json, and
     OUT/metrics.json all of them. Rows are a prepared dataset's first `rows`, or `texts` in `voice`."""
     from datasets import load_from_disk
 
     from axolotl_orpheus.audio import load_clip
-    from axolotl_orpheus.report import report_voices
+    from axolotl_orpheus.prepare.report import report_voices
 
     if prepared is not None and not (prepared / "dataset_info.json").is_file():
-        raise SystemExit(f"evaluate: {prepared} is not a prepared dataset; give dataset_prepared_path/<hash>, the "
-                         "folder `axolotl preprocess` wrote")
-    device = codec.pick_device(device)
+        raise SystemExit(
+            f"evaluate: {prepared} is not a prepared dataset; give dataset_prepared_path/<hash>, the "
+            "folder `axolotl preprocess` wrote"
+        )
+    device = devices.pick_device(device)
     snac = codec.load_snac(snac_model, device)
     asr = ASR(asr_model, device, language)
     speakers = SpeakerEncoder(speaker_model, device)
@@ -209,8 +234,9 @@ def evaluate_checkpoints(
             else:
                 dataset = load_from_disk(str(prepared))
                 count = min(rows, len(dataset))
-                eval_rows = prepared_rows(dataset.select(range(count))["input_ids"], tokenizer, snac,
-                                          report_voices(prepared))
+                eval_rows = prepared_rows(
+                    dataset.select(range(count))["input_ids"], tokenizer, snac, report_voices(prepared)
+                )
         LOG.info(f"Orpheus: evaluating {model_path} on {len(eval_rows)} rows")
         reports[label] = {"model": model_path, **evaluation.run(model, eval_rows, out / label)}
         del model

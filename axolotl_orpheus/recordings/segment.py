@@ -13,8 +13,7 @@ import csv
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
@@ -23,13 +22,15 @@ from typing import Any
 
 import numpy as np
 import soundfile
-import soxr
 import torch
 from tqdm import tqdm
 
-from axolotl_orpheus import audio, cuts, scoring
+from axolotl_orpheus import audio
 from axolotl_orpheus.args import DEFAULT_ASR_MODEL, DEFAULT_MAX_CER
-from axolotl_orpheus.asr import ASR, BATCH_SIZE, Transcript
+from axolotl_orpheus.listen import scoring
+from axolotl_orpheus.listen.asr import ASR, BATCH_SIZE, Transcript
+from axolotl_orpheus.recordings import cuts
+from axolotl_orpheus.recordings.vad import find_clips, load_vad
 
 LOG = logging.getLogger(__name__)
 
@@ -37,81 +38,6 @@ REPORT_FILE = "segment_report.json"
 METADATA_COLUMNS = ("file_name", "text", "speaker", "source", "start", "end")
 # Why recorded seconds were left out, as the report counts them.
 DROP_REASONS = ("no_speech", "too_short", "no_words", "transcript_mismatch")
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """torch's threads set to `count` (None: as they are) for a while, then put back as they were."""
-    threads = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def load_vad() -> torch.jit.ScriptModule:
-    """Silero VAD's TorchScript model, from the weights the silero-vad package ships."""
-    with torch_threads(None):  # importing silero_vad sets one thread for the whole process
-        try:
-            from silero_vad import load_silero_vad
-        except ImportError as error:
-            raise SystemExit(
-                f"segment needs Silero VAD ({error}). To fix: pip install 'axolotl-orpheus[segment]'"
-            ) from error
-    return load_silero_vad()
-
-
-def speech_windows(blocks: Iterable[np.ndarray], rate: int, vad: torch.jit.ScriptModule,
-                   progress: tqdm | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Each 32 ms window's speech probability and energy (dB) in mono audio at `rate`, given a block at a time,
-    and the frames read.
-
-    The audio is resampled to 16 kHz as a stream and heard window by window, Silero's state carried across
-    blocks: the windows are those of the whole audio at once, whatever the blocks (the last one padded with
-    silence, as Silero's own timestamps pad it).
-    """
-    stream = None if rate == cuts.VAD_RATE else soxr.ResampleStream(rate, cuts.VAD_RATE, 1, "float32", "HQ")
-    probabilities: list[float] = []
-    energies: list[np.ndarray] = []
-    pending = np.zeros(0, np.float32)  # 16 kHz samples short of a window
-    frames = 0
-
-    def hear(samples: np.ndarray, last: bool = False) -> None:
-        nonlocal pending
-        pending = np.concatenate([pending, samples])
-        if last and len(pending) % cuts.WINDOW_SAMPLES:
-            pending = np.pad(pending, (0, cuts.WINDOW_SAMPLES - len(pending) % cuts.WINDOW_SAMPLES))
-        whole = len(pending) // cuts.WINDOW_SAMPLES * cuts.WINDOW_SAMPLES
-        windows, pending = pending[:whole].reshape(-1, cuts.WINDOW_SAMPLES), pending[whole:]
-        energies.append(10 * np.log10(np.mean(np.square(windows, dtype=np.float64), axis=1) + 1e-10))
-        probabilities.extend(float(vad(window, cuts.VAD_RATE)) for window in torch.from_numpy(windows))
-
-    vad.reset_states()
-    # A window is too little work to share: on 2 busy cores, two threads heard it 80 times slower than one.
-    with torch.inference_mode(), torch_threads(1):
-        for block in blocks:
-            if not np.isfinite(block).all():
-                bad = len(block) - int(np.count_nonzero(np.isfinite(block)))
-                raise audio.AudioError(f"{bad} samples from second {frames / rate:.1f} are NaN or infinite",
-                                       "non_finite_samples")
-            frames += len(block)
-            hear(block if stream is None else stream.resample_chunk(block))
-            if progress is not None:
-                progress.update(len(block) / rate)
-        hear(np.zeros(0, np.float32) if stream is None else stream.resample_chunk(np.zeros(0, np.float32), last=True),
-             last=True)
-    return np.array(probabilities), np.concatenate(energies), frames
-
-
-def find_clips(path: Path, vad: torch.jit.ScriptModule, min_seconds: float,
-               max_seconds: float) -> tuple[int, int, list[cuts.Span]]:
-    """A recording's sample rate, frames and clip spans: its first pass."""
-    rate = audio.audio_header(str(path)).rate
-    with tqdm(desc=f"Finding speech in {path.name}", unit="s", leave=False, bar_format="{desc}: {n:.0f} s") as bar:
-        probabilities, energies, frames = speech_windows(audio.mono_blocks(str(path)), rate, vad, bar)
-    return rate, frames, cuts.plan_cuts(probabilities, energies, frames / rate, min_seconds, max_seconds)
 
 
 def clip_samples(path: Path, spans: list[tuple[int, int]]) -> Iterator[np.ndarray]:
@@ -131,8 +57,9 @@ def clip_samples(path: Path, spans: list[tuple[int, int]]) -> Iterator[np.ndarra
         if span is None:
             return
         offset += len(block)
-    raise audio.AudioError(f"the file ended {offset} frames in, before its last clip: it changed while being read",
-                           "unreadable_file")
+    raise audio.AudioError(
+        f"the file ended {offset} frames in, before its last clip: it changed while being read", "unreadable_file"
+    )
 
 
 def recordings_in(paths: list[str], out: Path) -> list[Path]:
@@ -143,8 +70,11 @@ def recordings_in(paths: list[str], out: Path) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            found += [file for file in sorted(path.rglob("*")) if file.is_file() and file.suffix.lower() in formats
-                      and out.resolve() not in file.resolve().parents]
+            found += [
+                file
+                for file in sorted(path.rglob("*"))
+                if file.is_file() and file.suffix.lower() in formats and out.resolve() not in file.resolve().parents
+            ]
         else:
             found.append(path)
     if not found:
@@ -247,16 +177,22 @@ class Segmenter:
     def _clips(self, path: Path, rate: int, frames: int, spans: list[cuts.Span]) -> list[Clip]:
         self.stems[path.stem] += 1
         stem = path.stem if self.stems[path.stem] == 1 else f"{path.stem}-{self.stems[path.stem]}"
-        return [Clip(span, f"{stem}_{number:04d}.wav",
-                     (round(span.start * rate), min(round(span.end * rate), frames)),
-                     reason="too_short" if span.too_short else None)
-                for number, span in enumerate(spans, start=1)]
+        return [
+            Clip(
+                span,
+                f"{stem}_{number:04d}.wav",
+                (round(span.start * rate), min(round(span.end * rate), frames)),
+                reason="too_short" if span.too_short else None,
+            )
+            for number, span in enumerate(spans, start=1)
+        ]
 
     def _heard(self, path: Path, clips: list[Clip]) -> Iterator[tuple[Clip, np.ndarray]]:
         """Each clip with its samples, under a progress bar."""
         samples = clip_samples(path, [clip.samples_span for clip in clips])
-        yield from tqdm(zip(clips, samples), total=len(clips), desc=f"Transcribing {path.name}", unit="clip",
-                        leave=False)
+        yield from tqdm(
+            zip(clips, samples), total=len(clips), desc=f"Transcribing {path.name}", unit="clip", leave=False
+        )
 
     def _write(self, clip: Clip, samples: np.ndarray, rate: int, written: list[Path]) -> None:
         audio.write_wav(self.out / clip.name, samples, rate)
@@ -280,9 +216,10 @@ class Segmenter:
         heard_words: list[cuts.HeardWord] = []
         for index, (clip, samples) in enumerate(self._heard(path, clips)):
             clip.heard = self.asr.transcribe_words(samples, rate)
-            heard_words += [cuts.HeardWord(word.text, index, word.start or 0.0,
-                                           clip.seconds if word.end is None else word.end)
-                            for word in clip.heard.words]
+            heard_words += [
+                cuts.HeardWord(word.text, index, word.start or 0.0, clip.seconds if word.end is None else word.end)
+                for word in clip.heard.words
+            ]
             if clip.reason is None:
                 self._write(clip, samples, rate, written)
         if not clips:
@@ -297,8 +234,10 @@ class Segmenter:
                 clip.reason = "no_words"
             else:
                 language = clip.heard.language
-                clip.cer = scoring.character_error_rate(scoring.normalise(clip.text, language, spelling),
-                                                        scoring.normalise(clip.heard.text, language, spelling))
+                clip.cer = scoring.character_error_rate(
+                    scoring.normalise(clip.text, language, spelling),
+                    scoring.normalise(clip.heard.text, language, spelling),
+                )
                 if clip.cer > self.max_cer:
                     clip.reason = "transcript_mismatch"
             if clip.reason is not None:
@@ -311,8 +250,16 @@ class Segmenter:
         for clip in clips:
             start, end = round(clip.span.start, 3), round(clip.span.end, 3)
             if clip.reason is None:
-                self.rows.append({"file_name": clip.name, "text": clip.text, "speaker": self.speaker,
-                                  "source": str(path), "start": start, "end": end})
+                self.rows.append(
+                    {
+                        "file_name": clip.name,
+                        "text": clip.text,
+                        "speaker": self.speaker,
+                        "source": str(path),
+                        "start": start,
+                        "end": end,
+                    }
+                )
                 continue
             dropped[clip.reason] += clip.seconds
             entry = {"source": str(path), "start": start, "end": end, "reason": clip.reason}
@@ -322,12 +269,15 @@ class Segmenter:
                 entry["cer"] = round(clip.cer, 3)
             self.dropped_clips.append(entry)
         kept = [clip for clip in clips if clip.reason is None]
-        line = {"source": str(path), "seconds": round(seconds, 3), "clips": len(kept),
-                "kept_seconds": round(sum(clip.seconds for clip in kept), 3),
-                "dropped_seconds": {reason: round(dropped[reason], 3) for reason in DROP_REASONS if dropped[reason]}}
+        line = {
+            "source": str(path),
+            "seconds": round(seconds, 3),
+            "clips": len(kept),
+            "kept_seconds": round(sum(clip.seconds for clip in kept), 3),
+            "dropped_seconds": {reason: round(dropped[reason], 3) for reason in DROP_REASONS if dropped[reason]},
+        }
         if known_words is not None:
-            line.update(transcript_words=len(known_words),
-                        kept_words=sum(len(clip.text.split()) for clip in kept))
+            line.update(transcript_words=len(known_words), kept_words=sum(len(clip.text.split()) for clip in kept))
         self.recordings.append(line)
 
     def finish(self, settings: dict[str, Any]) -> dict[str, Any]:
@@ -357,9 +307,17 @@ class Segmenter:
 
 
 def segment_recordings(
-    recordings: list[str], out: str, speaker: str | None = None, transcript: str | None = None,
-    asr_model: str = DEFAULT_ASR_MODEL, language: str | None = None, min_seconds: float = 1.0,
-    max_seconds: float = 20.0, max_cer: float = DEFAULT_MAX_CER, device: str | None = None, on_bad: str = "skip",
+    recordings: list[str],
+    out: str,
+    speaker: str | None = None,
+    transcript: str | None = None,
+    asr_model: str = DEFAULT_ASR_MODEL,
+    language: str | None = None,
+    min_seconds: float = 1.0,
+    max_seconds: float = 20.0,
+    max_cer: float = DEFAULT_MAX_CER,
+    device: str | None = None,
+    on_bad: str = "skip",
     load_asr: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Segment recordings (files or folders of them) into the audiofolder `out`; the report it wrote.
@@ -371,19 +329,35 @@ def segment_recordings(
     if (folder / "metadata.csv").exists():
         raise SystemExit(f"{folder} already holds a metadata.csv. To fix: give --out a new folder, or remove it")
     if not 0 <= min_seconds < max_seconds or max_seconds <= cuts.EDGES_SECONDS + cuts.WINDOW_SECONDS:
-        raise SystemExit(f"--min-seconds {min_seconds:g} and --max-seconds {max_seconds:g}: need 0 <= min < max, "
-                         f"and max above {cuts.EDGES_SECONDS:g} s (the silence kept at both ends)")
+        raise SystemExit(
+            f"--min-seconds {min_seconds:g} and --max-seconds {max_seconds:g}: need 0 <= min < max, "
+            f"and max above {cuts.EDGES_SECONDS:g} s (the silence kept at both ends)"
+        )
     if max_cer < 0:
         raise SystemExit(f"--max-cer {max_cer:g}: a character error rate is 0 or more")
     files = recordings_in(recordings, folder)
     known = read_transcripts(transcript, files)
-    settings = {"min_seconds": min_seconds, "max_seconds": max_seconds, "asr_model": asr_model,
-                "language": language, "transcript": transcript, "max_cer": max_cer if transcript else None,
-                "pause_seconds": cuts.PAUSE_SECONDS, "lead_seconds": cuts.LEAD_SECONDS,
-                "tail_seconds": cuts.TAIL_SECONDS}
+    settings = {
+        "min_seconds": min_seconds,
+        "max_seconds": max_seconds,
+        "asr_model": asr_model,
+        "language": language,
+        "transcript": transcript,
+        "max_cer": max_cer if transcript else None,
+        "pause_seconds": cuts.PAUSE_SECONDS,
+        "lead_seconds": cuts.LEAD_SECONDS,
+        "tail_seconds": cuts.TAIL_SECONDS,
+    }
     folder.mkdir(parents=True, exist_ok=True)
-    segmenter = Segmenter(folder, speaker or folder.resolve().name, min_seconds, max_seconds, max_cer, on_bad,
-                          load_asr or partial(ASR, asr_model, device, language))
+    segmenter = Segmenter(
+        folder,
+        speaker or folder.resolve().name,
+        min_seconds,
+        max_seconds,
+        max_cer,
+        on_bad,
+        load_asr or partial(ASR, asr_model, device, language),
+    )
     for path in tqdm(files, desc="Recordings", unit="recording"):
         segmenter.segment(path, known.get(path))
     return segmenter.finish(settings)
@@ -393,7 +367,9 @@ def summary(report: dict[str, Any]) -> str:
     """The report in a few lines, for the terminal."""
     hours = report["hours"]
     dropped = ", ".join(f"{reason} {value:.2f} h" for reason, value in hours["dropped"].items()) or "nothing"
-    lines = [f"{report['clips']} clips, {hours['kept']:.2f} h kept of {hours['recorded']:.2f} h in "
-             f"{report['recordings']} recordings; dropped: {dropped}"]
+    lines = [
+        f"{report['clips']} clips, {hours['kept']:.2f} h kept of {hours['recorded']:.2f} h in "
+        f"{report['recordings']} recordings; dropped: {dropped}"
+    ]
     lines += [f"skipped {bad['source']}: {bad['error']}" for bad in report["bad_recordings"]]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from axolotl_orpheus import scoring
+from axolotl_orpheus.listen import scoring
 
 VAD_RATE, WINDOW_SAMPLES = 16000, 512  # Silero VAD hears 512 samples at 16 kHz at a time
 WINDOW_SECONDS = WINDOW_SAMPLES / VAD_RATE  # 32 ms
@@ -54,8 +54,9 @@ def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
-def plan_cuts(probabilities: np.ndarray, energies: np.ndarray, seconds: float, min_seconds: float = 1.0,
-              max_seconds: float = 20.0) -> list[Span]:
+def plan_cuts(
+    probabilities: np.ndarray, energies: np.ndarray, seconds: float, min_seconds: float = 1.0, max_seconds: float = 20.0
+) -> list[Span]:
     """Clip spans for a recording of `seconds` from its windows' speech probabilities and energies (dB).
 
     Speech is cut at every pause; a stretch whose speech lasts longer than `max_seconds` less both edges is cut
@@ -73,14 +74,18 @@ def plan_cuts(probabilities: np.ndarray, energies: np.ndarray, seconds: float, m
     firsts, lasts = np.concatenate([[0], before_pause + 1]), np.concatenate([before_pause, [len(starts) - 1]])
     longest = int((max_seconds - EDGES_SECONDS) / WINDOW_SECONDS)
     shortest = int(np.ceil(min_seconds / WINDOW_SECONDS))
-    pieces = [piece for first, last in zip(firsts, lasts)
-              for piece in _split(speech, np.asarray(energies), int(starts[first]), int(ends[last]), longest, shortest)]
+    pieces = [
+        piece
+        for first, last in zip(firsts, lasts)
+        for piece in _split(speech, np.asarray(energies), int(starts[first]), int(ends[last]), longest, shortest)
+    ]
     pieces = _join_short(np.array(pieces), longest, shortest, int(JOIN_PAUSE_SECONDS / WINDOW_SECONDS))
     return _with_edges(pieces, seconds, shortest)
 
 
-def _split(speech: np.ndarray, energies: np.ndarray, start: int, end: int, longest: int,
-           shortest: int) -> list[tuple[int, int]]:
+def _split(
+    speech: np.ndarray, energies: np.ndarray, start: int, end: int, longest: int, shortest: int
+) -> list[tuple[int, int]]:
     """Speech from window `start` to `end` in pieces of at most `longest` windows, in order: cut at the longest
     gap in the speech, else before the quietest window, of the cuts that leave both sides within bounds where
     there are any (_preferred); each side again until it fits."""
@@ -144,8 +149,10 @@ def _with_edges(pieces: np.ndarray, seconds: float, shortest: int) -> list[Span]
     room_before = np.concatenate([[starts[0]], half_pauses])
     room_after = np.concatenate([half_pauses, [seconds - ends[-1]]])
     leads, tails = np.clip(room_before, 0, LEAD_SECONDS), np.clip(room_after, 0, TAIL_SECONDS)
-    return [Span(float(start - lead), float(end + tail), bool(short), float(lead), float(tail))
-            for start, end, short, lead, tail in zip(starts, ends, too_short, leads, tails)]
+    return [
+        Span(float(start - lead), float(end + tail), bool(short), float(lead), float(tail))
+        for start, end, short, lead, tail in zip(starts, ends, too_short, leads, tails)
+    ]
 
 
 class HeardWord(NamedTuple):
@@ -215,8 +222,13 @@ def words_per_clip(known: list[str], heard: list[HeardWord], speech: list[tuple[
     """
     known_keys, heard_keys = [word_key(word) for word in known], [word_key(word.text) for word in heard]
     pairs = align_words(known_keys, heard_keys)
-    anchored = np.array([pair >= 0 and scoring.character_error_rate(key, heard_keys[pair]) <= NEAR
-                         for key, pair in zip(known_keys, pairs)], dtype=bool)
+    anchored = np.array(
+        [
+            pair >= 0 and scoring.character_error_rate(key, heard_keys[pair]) <= NEAR
+            for key, pair in zip(known_keys, pairs)
+        ],
+        dtype=bool,
+    )
     speech_starts, speech_ends = np.asarray(speech, dtype=float).reshape(-1, 2).T
     clip_of = np.array([heard[pair].clip if anchor else -1 for pair, anchor in zip(pairs, anchored)], dtype=np.int64)
     for first, stop in zip(*runs(~anchored)):

@@ -22,8 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from axolotl_orpheus import audio, codec, layout
-from axolotl_orpheus.cache import CodesCache, Entry
+from axolotl_orpheus.codec.encoder import clips_per_batch
 from axolotl_orpheus.layout import CONTEXT_FRAMES, SAMPLES_PER_FRAME
+from axolotl_orpheus.prepare.cache import CodesCache, Entry
 
 BATCHES_PER_CHUNK = 4  # batches' worth of clips decoded at a time: enough equal lengths to fill batches
 
@@ -102,7 +103,7 @@ def length_chunks(jobs: list[Job], batch_size: int | None, batches: int = BATCHE
             chunks.append([])
             filled = 0.0
         chunks[-1].append(job)
-        filled += 1 / codec.clips_per_batch(frames(job), batch_size)
+        filled += 1 / clips_per_batch(frames(job), batch_size)
     return chunks
 
 
@@ -123,7 +124,9 @@ def probe_length(model, source: Any, base_dir: str | None, job: Job, max_kept_fr
         return None
     return audio.AudioError(
         f"the clip lasts {job.seconds:.1f} s; its first {n} frames keep {kept} without duplicate frames, more than "
-        f"the {max_kept_frames} a row of sequence_len holds", "longer_than_sequence_len", job.seconds,
+        f"the {max_kept_frames} a row of sequence_len holds",
+        "longer_than_sequence_len",
+        job.seconds,
     )
 
 
@@ -169,8 +172,13 @@ def encoding_error(device: str, part: list[Job], sources: Callable[[list[int]], 
 
 
 def encode_share(
-    jobs: list[Job], column: AudioColumn, cache: CodesCache, settings: EncodeSettings, device: str,
-    position: int = 0, threads: int | None = None,
+    jobs: list[Job],
+    column: AudioColumn,
+    cache: CodesCache,
+    settings: EncodeSettings,
+    device: str,
+    position: int = 0,
+    threads: int | None = None,
 ) -> dict[int, audio.AudioError]:
     """Encode `jobs` on `device` into the cache; returns the rows whose audio SNAC cannot encode (with
     stop_at_failure, the first chunk's that has any, leaving that chunk and the rest unencoded, and in
@@ -190,8 +198,11 @@ def encode_share(
 
     failed: dict[int, audio.AudioError] = {}
     progress = tqdm(
-        total=round(sum(job.seconds for job in jobs)), unit="audio-s", position=position,
-        desc=f"Orpheus: SNAC encoding on {device}", disable=not jobs,
+        total=round(sum(job.seconds for job in jobs)),
+        unit="audio-s",
+        position=position,
+        desc=f"Orpheus: SNAC encoding on {device}",
+        disable=not jobs,
     )
     encoded_seconds = 0.0
     with decoders, progress, codec.keep_freed_memory():

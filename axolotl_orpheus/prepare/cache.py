@@ -127,8 +127,13 @@ class CodesCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         about = self.folder / ABOUT_FILE
         if not about.exists():  # for people looking into the folder
-            written = {"snac_model": snac_name, "snac_sha256": snac_digest, "pipeline": PIPELINE, "encoder": encoder,
-                       "written_by": f"axolotl-orpheus {__version__}"}
+            written = {
+                "snac_model": snac_name,
+                "snac_sha256": snac_digest,
+                "pipeline": PIPELINE,
+                "encoder": encoder,
+                "written_by": f"axolotl-orpheus {__version__}",
+            }
             about.write_text(json.dumps(written, indent=2) + "\n")
 
     def path(self, key: str) -> Path:
@@ -217,8 +222,15 @@ def namespaces(root: Path) -> list[Namespace]:
             about = json.loads((folder / ABOUT_FILE).read_text())
         except (OSError, ValueError):
             about = {}
-        found.append(Namespace(folder, about, len(stats), sum(stat.st_blocks * 512 for stat in stats),
-                               max((stat.st_mtime for stat in stats), default=None)))
+        found.append(
+            Namespace(
+                folder,
+                about,
+                len(stats),
+                sum(stat.st_blocks * 512 for stat in stats),
+                max((stat.st_mtime for stat in stats), default=None),
+            )
+        )
     return found
 
 
@@ -249,13 +261,17 @@ def listing(root: Path) -> str:
     if not found:
         return f"no codes in {root}"
     clips, size = sum(n.entries for n in found), sum(n.disk_bytes for n in found)
-    lines = [f"codes cache {root}: {plural(clips, 'clip')}, {size / 1e6:.1f} MB on disk, "
-             f"in {plural(len(found), 'namespace')}"]
+    lines = [
+        f"codes cache {root}: {plural(clips, 'clip')}, {size / 1e6:.1f} MB on disk, "
+        f"in {plural(len(found), 'namespace')}"
+    ]
     for namespace in found:
         about = namespace.about
         used = time.strftime("%Y-%m-%d", time.localtime(namespace.last_used)) if namespace.last_used else "never"
-        lines.append(f"  {namespace.folder.name}  {about.get('snac_model') or 'SNAC model unknown'} "
-                     f"({about.get('encoder', '?')}): {plural(namespace.entries, 'clip')}, "
-                     f"{namespace.disk_bytes / 1e6:.1f} MB, last used {used}")
+        lines.append(
+            f"  {namespace.folder.name}  {about.get('snac_model') or 'SNAC model unknown'} "
+            f"({about.get('encoder', '?')}): {plural(namespace.entries, 'clip')}, "
+            f"{namespace.disk_bytes / 1e6:.1f} MB, last used {used}"
+        )
         lines.append(f"      {about.get('pipeline', '')} (written by {about.get('written_by', '?')})")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ import torch
 from snac import SNAC
 from snac.layers import Snake1d
 
-from axolotl_orpheus.fast_snac import kernels
+from axolotl_orpheus.codec.fast import kernels
 
 LOG = logging.getLogger(__name__)
 
@@ -70,8 +70,11 @@ class PointwiseOrders:
         if key not in self.found:
             expected = torch.nn.Conv1d.forward(conv, x)
             self.found[key] = next(
-                (first for first in (True, False)
-                 if torch.equal(kernels.pointwise_conv1d(x, conv.weight, conv.bias, first), expected)),
+                (
+                    first
+                    for first in (True, False)
+                    if torch.equal(kernels.pointwise_conv1d(x, conv.weight, conv.bias, first), expected)
+                ),
                 None,
             )
             return expected

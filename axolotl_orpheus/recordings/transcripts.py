@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from axolotl_orpheus import audio, scoring
+from axolotl_orpheus import audio
 from axolotl_orpheus.args import DEFAULT_MAX_CER
-from axolotl_orpheus.asr import ASR
-from axolotl_orpheus.survey import open_dataset
+from axolotl_orpheus.listen import scoring
+from axolotl_orpheus.listen.asr import ASR
+from axolotl_orpheus.recordings.survey import open_dataset
 
 CLIPS_PER_BATCH = 16
 
@@ -94,8 +95,10 @@ def summary_text(report: dict) -> str:
     if summary["median_cer"] is not None:
         lines.append(f"  CER median {summary['median_cer']:.3f}, mean {summary['mean_cer']:.3f}")
     for flagged in report["flagged"][:10]:
-        lines.append(f"  row {flagged['row']} ({flagged['file']}) CER {flagged['cer']:.2f}: "
-                     f"{flagged['text']!r} heard as {flagged['transcript']!r}")
+        lines.append(
+            f"  row {flagged['row']} ({flagged['file']}) CER {flagged['cer']:.2f}: "
+            f"{flagged['text']!r} heard as {flagged['transcript']!r}"
+        )
     if len(report["flagged"]) > 10:
         lines.append(f"  ... and {len(report['flagged']) - 10} more in the report")
     return "\n".join(lines)

@@ -104,10 +104,7 @@ def build_tokenizer(out_dir: Path) -> Path:
     # Added to the tokenizers object so they live only in tokenizer.json; added
     # through transformers they would also be listed one by one in
     # tokenizer_config.json, which doubles the load time.
-    custom = [
-        AddedToken(f"<custom_token_{n}>", special=True, normalized=False)
-        for n in range(NUM_CUSTOM_TOKENS)
-    ]
+    custom = [AddedToken(f"<custom_token_{n}>", special=True, normalized=False) for n in range(NUM_CUSTOM_TOKENS)]
     assert backend.add_special_tokens(custom) == NUM_CUSTOM_TOKENS
     assert backend.token_to_id("<custom_token_0>") == FIRST_CUSTOM_ID
     last = NUM_CUSTOM_TOKENS - 1
@@ -201,8 +198,16 @@ def build_whisper(out_dir: Path) -> Path:
 
     out_dir = Path(out_dir)
     languages = [f"<|{code}|>" for code in LANGUAGES]
-    specials = ["<|startoftranscript|>", *languages, "<|translate|>", "<|transcribe|>", "<|startoflm|>",
-                "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+    specials = [
+        "<|startoftranscript|>",
+        *languages,
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|startoflm|>",
+        "<|startofprev|>",
+        "<|nospeech|>",
+        "<|notimestamps|>",
+    ]
     tokenizer = WhisperTokenizer(vocab={symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}, merges=[])
     tokenizer.add_special_tokens({"additional_special_tokens": specials})
     # Not special: Whisper reads the first id after the last special one as timestamp 0.00.
@@ -210,21 +215,39 @@ def build_whisper(out_dir: Path) -> Path:
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in ["<|endoftext|>", *specials]}
     end = ids["<|endoftext|>"]
     config = WhisperConfig(
-        vocab_size=len(tokenizer), num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-        max_target_positions=448, pad_token_id=end, bos_token_id=end, eos_token_id=end,
+        vocab_size=len(tokenizer),
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_target_positions=448,
+        pad_token_id=end,
+        bos_token_id=end,
+        eos_token_id=end,
         decoder_start_token_id=ids["<|startoftranscript|>"],
     )
     with seeded(0):
         model = WhisperForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=ids["<|startoftranscript|>"], bos_token_id=end, eos_token_id=end, pad_token_id=end,
-        is_multilingual=True, lang_to_id={token: ids[token] for token in languages},
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+        bos_token_id=end,
+        eos_token_id=end,
+        pad_token_id=end,
+        is_multilingual=True,
+        lang_to_id={token: ids[token] for token in languages},
         task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
-        no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
-        max_initial_timestamp_index=50, begin_suppress_tokens=[end], suppress_tokens=[],
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        prev_sot_token_id=ids["<|startofprev|>"],
+        max_initial_timestamp_index=50,
+        begin_suppress_tokens=[end],
+        suppress_tokens=[],
         # Whisper allows 448 tokens; a random model says noise until the limit, so the stand-in stops sooner.
-        alignment_heads=[[1, 0], [1, 1]], max_length=48,
+        alignment_heads=[[1, 0], [1, 1]],
+        max_length=48,
     )
     model.save_pretrained(out_dir)
     WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer).save_pretrained(
@@ -239,9 +262,17 @@ def build_speaker_encoder(out_dir: Path) -> Path:
 
     out_dir = Path(out_dir)
     config = WavLMConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        tdnn_dim=(32, 32, 32, 32, 64), xvector_output_dim=32, num_buckets=32, max_bucket_distance=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        tdnn_dim=(32, 32, 32, 32, 64),
+        xvector_output_dim=32,
+        num_buckets=32,
+        max_bucket_distance=100,
     )
     with seeded(0):
         model = WavLMForXVector(config)

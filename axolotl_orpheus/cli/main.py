@@ -17,7 +17,7 @@ from axolotl_orpheus.args import (
 
 
 def demo(args: argparse.Namespace) -> None:
-    from axolotl_orpheus.demo import run_demo
+    from axolotl_orpheus.cli.demo import run_demo
 
     run = run_demo(Path(args.out), args.max_steps)
     print(
@@ -27,7 +27,7 @@ def demo(args: argparse.Namespace) -> None:
 
 
 def decode(args: argparse.Namespace) -> None:
-    from axolotl_orpheus.demo import decode_row
+    from axolotl_orpheus.cli.demo import decode_row
 
     seconds = decode_row(Path(args.prepared_dir), args.row, args.snac_model, Path(args.out), args.device)
     print(f"wrote {args.out} ({seconds:.2f} s at 24 kHz)")
@@ -35,8 +35,8 @@ def decode(args: argparse.Namespace) -> None:
 
 def speak(args: argparse.Namespace) -> None:
     from axolotl_orpheus import codec
-    from axolotl_orpheus import speak as speaking
     from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
+    from axolotl_orpheus.listen import speak as speaking
 
     model, tokenizer = speaking.load_speaker_model(args.model, args.device)
     samples = speaking.speak(
@@ -56,7 +56,7 @@ def speak(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from axolotl_orpheus.evaluation import evaluate_checkpoints, metrics_table
+    from axolotl_orpheus.listen.evaluation import evaluate_checkpoints, metrics_table
 
     if (args.prepared is None) == (args.texts is None):
         raise SystemExit("evaluate: give the rows to speak, either --prepared DIR or --texts FILE")
@@ -66,19 +66,29 @@ def evaluate(args: argparse.Namespace) -> None:
         if not texts:
             raise SystemExit(f"evaluate: {args.texts} holds no text; write one sentence per line")
     reports = evaluate_checkpoints(
-        args.model, Path(args.out), prepared=Path(args.prepared) if args.prepared else None, rows=args.rows,
-        texts=texts, voice=args.voice, references=[Path(path) for path in args.reference], asr_model=args.asr_model,
-        speaker_model=args.speaker_model, snac_model=args.snac_model, language=args.language,
-        max_new_tokens=args.max_new_tokens, seed=args.seed, device=args.device,
+        args.model,
+        Path(args.out),
+        prepared=Path(args.prepared) if args.prepared else None,
+        rows=args.rows,
+        texts=texts,
+        voice=args.voice,
+        references=[Path(path) for path in args.reference],
+        asr_model=args.asr_model,
+        speaker_model=args.speaker_model,
+        snac_model=args.snac_model,
+        language=args.language,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        device=args.device,
     )
     print(metrics_table(reports))
     print(f"\nwrote {Path(args.out) / 'metrics.json'} and one folder of wavs per model under {args.out}")
 
 
 def check_transcripts(args: argparse.Namespace) -> None:
-    from axolotl_orpheus.asr import ASR
-    from axolotl_orpheus.transcripts import check_transcripts as check
-    from axolotl_orpheus.transcripts import summary_text, write_report
+    from axolotl_orpheus.listen.asr import ASR
+    from axolotl_orpheus.recordings.transcripts import check_transcripts as check
+    from axolotl_orpheus.recordings.transcripts import summary_text, write_report
 
     report = check(args.dataset, ASR(args.asr_model, args.device, args.language), args.threshold)
     print(summary_text(report))
@@ -86,7 +96,7 @@ def check_transcripts(args: argparse.Namespace) -> None:
 
 
 def init(args: argparse.Namespace) -> None:
-    from axolotl_orpheus import survey
+    from axolotl_orpheus.recordings import survey
 
     found = survey.survey(args.dataset)
     print(found.summary())
@@ -102,22 +112,32 @@ def init(args: argparse.Namespace) -> None:
 
 
 def segment(args: argparse.Namespace) -> None:
-    from axolotl_orpheus.segment import REPORT_FILE, segment_recordings, summary
+    from axolotl_orpheus.recordings.segment import REPORT_FILE, segment_recordings, summary
 
     report = segment_recordings(
-        args.recordings, args.out, speaker=args.speaker, transcript=args.transcript, asr_model=args.asr_model,
-        language=args.language, min_seconds=args.min_seconds, max_seconds=args.max_seconds, max_cer=args.max_cer,
-        device=args.device, on_bad=args.on_bad,
+        args.recordings,
+        args.out,
+        speaker=args.speaker,
+        transcript=args.transcript,
+        asr_model=args.asr_model,
+        language=args.language,
+        min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds,
+        max_cer=args.max_cer,
+        device=args.device,
+        on_bad=args.on_bad,
     )
     print(summary(report))
-    print(f"wrote {Path(args.out) / 'metadata.csv'} and {Path(args.out) / REPORT_FILE}: "
-          f"next, `axolotl-orpheus init {args.out}`")
+    print(
+        f"wrote {Path(args.out) / 'metadata.csv'} and {Path(args.out) / REPORT_FILE}: "
+        f"next, `axolotl-orpheus init {args.out}`"
+    )
 
 
 def report(args: argparse.Namespace) -> None:
     import json
 
-    from axolotl_orpheus.report import REPORT_FILE, plot_report, report_table
+    from axolotl_orpheus.prepare.report import REPORT_FILE, plot_report, report_table
 
     path = Path(args.prepared_dir) / REPORT_FILE
     if not path.is_file():
@@ -129,15 +149,17 @@ def report(args: argparse.Namespace) -> None:
 
 
 def cache(args: argparse.Namespace) -> None:
-    from axolotl_orpheus import cache as codes_cache
+    from axolotl_orpheus.prepare import cache as codes_cache
 
     root = Path(args.folder) if args.folder else codes_cache.default_root()
     if args.delete_unused_for is not None:
         if args.delete_unused_for < 0:
             raise SystemExit("--delete-unused-for takes a number of days, 0 or more")
         deleted, freed = codes_cache.delete_unused(root, args.delete_unused_for)
-        print(f"deleted the codes of {codes_cache.plural(deleted, 'clip')} unused for {args.delete_unused_for:g} "
-              f"days ({freed / 1e6:.1f} MB)")
+        print(
+            f"deleted the codes of {codes_cache.plural(deleted, 'clip')} unused for {args.delete_unused_for:g} "
+            f"days ({freed / 1e6:.1f} MB)"
+        )
     print(codes_cache.listing(root))
 
 
@@ -177,14 +199,23 @@ def main(argv: list[str] | None = None) -> None:
     evaluate_parser = commands.add_parser(
         "evaluate", help="score checkpoints: ASR round trip, speaker similarity, stopping, duration, loops"
     )
-    evaluate_parser.add_argument("--model", required=True, action="append",
-                                 help="a model folder, hub id or LoRA adapter folder; repeat to compare several")
+    evaluate_parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="a model folder, hub id or LoRA adapter folder; repeat to compare several",
+    )
     evaluate_parser.add_argument("--prepared", default=None, help="a prepared dataset folder: speak its first rows")
     evaluate_parser.add_argument("--rows", type=int, default=8, help="how many of the prepared rows")
     evaluate_parser.add_argument("--texts", default=None, help="or a text file, one sentence per line")
     evaluate_parser.add_argument("--voice", default=None, help="the voice name to speak --texts in")
-    evaluate_parser.add_argument("--reference", nargs="*", default=[], metavar="WAV",
-                                 help="clips of the voice for --texts: one per text, or any number for the voice")
+    evaluate_parser.add_argument(
+        "--reference",
+        nargs="*",
+        default=[],
+        metavar="WAV",
+        help="clips of the voice for --texts: one per text, or any number for the voice",
+    )
     evaluate_parser.add_argument("--asr-model", default=DEFAULT_ASR_MODEL)
     evaluate_parser.add_argument("--speaker-model", default=DEFAULT_SPEAKER_MODEL)
     evaluate_parser.add_argument("--snac-model", default=DEFAULT_SNAC_MODEL)
@@ -201,8 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     check_parser.add_argument("dataset", help="a folder with metadata.csv, a parquet/csv file, or a hub dataset id")
     check_parser.add_argument("--asr-model", default=DEFAULT_ASR_MODEL)
     check_parser.add_argument("--language", default=None, help="e.g. en; default: detected per clip")
-    check_parser.add_argument("--threshold", type=float, default=DEFAULT_MAX_CER,
-                              help="list rows with a CER above this")
+    check_parser.add_argument(
+        "--threshold", type=float, default=DEFAULT_MAX_CER, help="list rows with a CER above this"
+    )
     check_parser.add_argument("--out", default="transcript_check", help="writes OUT.json and OUT.csv")
     check_parser.add_argument("--device", default=None, help="default: cuda, then mps, then cpu")
     check_parser.set_defaults(func=check_transcripts)
@@ -219,23 +251,39 @@ def main(argv: list[str] | None = None) -> None:
     segment_parser = commands.add_parser(
         "segment", help="cut long recordings at pauses into transcribed clips: a folder that init and preprocess read"
     )
-    segment_parser.add_argument("recordings", nargs="+", metavar="RECORDING_OR_FOLDER",
-                                help="audio files, or folders of them (searched through)")
+    segment_parser.add_argument(
+        "recordings",
+        nargs="+",
+        metavar="RECORDING_OR_FOLDER",
+        help="audio files, or folders of them (searched through)",
+    )
     segment_parser.add_argument("--out", required=True, help="the folder to write: clips, metadata.csv, the report")
     segment_parser.add_argument("--speaker", default=None, help="the speaker column's value; default: --out's name")
-    segment_parser.add_argument("--transcript", default=None, metavar="FILE_OR_FOLDER",
-                                help="the recording's known text (a folder: RECORDING_NAME.txt for each): clips "
-                                     "keep it, split by the ASR's words, instead of what the ASR heard")
+    segment_parser.add_argument(
+        "--transcript",
+        default=None,
+        metavar="FILE_OR_FOLDER",
+        help="the recording's known text (a folder: RECORDING_NAME.txt for each): clips "
+        "keep it, split by the ASR's words, instead of what the ASR heard",
+    )
     segment_parser.add_argument("--asr-model", default=DEFAULT_ASR_MODEL, help="a Whisper hub id or local folder")
     segment_parser.add_argument("--language", default=None, help="e.g. en; default: detected per clip")
     segment_parser.add_argument("--min-seconds", type=float, default=1.0, help="shorter clips are dropped")
     segment_parser.add_argument("--max-seconds", type=float, default=20.0, help="longer speech is cut")
-    segment_parser.add_argument("--max-cer", type=float, default=DEFAULT_MAX_CER,
-                                help="with --transcript: drop clips whose heard text is further than this (a "
-                                     "character error rate) from their known text")
+    segment_parser.add_argument(
+        "--max-cer",
+        type=float,
+        default=DEFAULT_MAX_CER,
+        help="with --transcript: drop clips whose heard text is further than this (a "
+        "character error rate) from their known text",
+    )
     segment_parser.add_argument("--device", default=None, help="for the ASR; default: cuda, then mps, then cpu")
-    segment_parser.add_argument("--on-bad", choices=["skip", "raise"], default="skip",
-                                help="a recording that cannot be read: report it and go on, or stop")
+    segment_parser.add_argument(
+        "--on-bad",
+        choices=["skip", "raise"],
+        default="skip",
+        help="a recording that cannot be read: report it and go on, or stop",
+    )
     segment_parser.set_defaults(func=segment)
 
     report_parser = commands.add_parser("report", help="print a prepared dataset's report and plot it to a PNG")
@@ -244,10 +292,15 @@ def main(argv: list[str] | None = None) -> None:
     report_parser.set_defaults(func=report)
 
     cache_parser = commands.add_parser("cache", help="list the SNAC codes cache's namespaces; delete what went unused")
-    cache_parser.add_argument("folder", nargs="?",
-                              help="default: HF_DATASETS_CACHE/orpheus_codes (orpheus_codes_cache: true)")
-    cache_parser.add_argument("--delete-unused-for", type=float, metavar="DAYS",
-                              help="delete entries neither written nor read for DAYS days, then namespaces left empty")
+    cache_parser.add_argument(
+        "folder", nargs="?", help="default: HF_DATASETS_CACHE/orpheus_codes (orpheus_codes_cache: true)"
+    )
+    cache_parser.add_argument(
+        "--delete-unused-for",
+        type=float,
+        metavar="DAYS",
+        help="delete entries neither written nor read for DAYS days, then namespaces left empty",
+    )
     cache_parser.set_defaults(func=cache)
 
     args = parser.parse_args(argv)

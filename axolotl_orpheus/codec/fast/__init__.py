@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from snac import SNAC
 
-from axolotl_orpheus.fast_snac.in_place import use_in_place_forms
-from axolotl_orpheus.fast_snac.kernel_forms import use_c_kernels
+from axolotl_orpheus.codec.fast.in_place import use_in_place_forms
+from axolotl_orpheus.codec.fast.kernel_forms import use_c_kernels
 
 
 def speed_up(model: SNAC, c_kernels: bool) -> str:

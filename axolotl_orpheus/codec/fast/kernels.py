@@ -33,8 +33,15 @@ _FLOATS, _LONG, _INT = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 def library() -> ctypes.CDLL | None:
     """The built kernels, or None (logged) where they cannot be built."""
     command = [
-        *shlex.split(os.environ.get("CC") or "cc"), "-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno",
-        "-fopenmp", "-shared", "-fPIC", str(SOURCE),
+        *shlex.split(os.environ.get("CC") or "cc"),
+        "-O3",
+        "-march=native",
+        "-ffp-contract=off",
+        "-fno-math-errno",
+        "-fopenmp",
+        "-shared",
+        "-fPIC",
+        str(SOURCE),
     ]
     try:  # the temporary folder too: without a writable one, SNAC still loads, on torch's paths
         with tempfile.TemporaryDirectory() as folder:
@@ -80,8 +87,14 @@ def snake(x: torch.Tensor, alpha: torch.Tensor, recip: torch.Tensor) -> torch.Te
     x, alpha, recip = x.contiguous(), alpha.contiguous(), recip.contiguous()
     out = torch.empty_like(x)
     library().snake(
-        x.data_ptr(), alpha.data_ptr(), recip.data_ptr(), out.data_ptr(), *_rows(x),
-        mkl_sin(), SIN_MODE, torch.get_num_threads(),
+        x.data_ptr(),
+        alpha.data_ptr(),
+        recip.data_ptr(),
+        out.data_ptr(),
+        *_rows(x),
+        mkl_sin(),
+        SIN_MODE,
+        torch.get_num_threads(),
     )
     return out
 
@@ -95,8 +108,15 @@ def depthwise_conv1d(
     x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
     out = torch.empty_like(x)
     library().depthwise_conv1d(
-        x.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr(), *_rows(x),
-        weight.shape[-1], dilation, int(bias_first), torch.get_num_threads(),
+        x.data_ptr(),
+        weight.data_ptr(),
+        bias.data_ptr(),
+        out.data_ptr(),
+        *_rows(x),
+        weight.shape[-1],
+        dilation,
+        int(bias_first),
+        torch.get_num_threads(),
     )
     return out
 
@@ -108,7 +128,15 @@ def pointwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     batch, inputs, length = x.shape
     out = x.new_empty(batch, weight.shape[0], length)
     library().pointwise_conv1d(
-        x.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr(), batch, inputs, weight.shape[0], length,
-        int(bias_first), torch.get_num_threads(),
+        x.data_ptr(),
+        weight.data_ptr(),
+        bias.data_ptr(),
+        out.data_ptr(),
+        batch,
+        inputs,
+        weight.shape[0],
+        length,
+        int(bias_first),
+        torch.get_num_threads(),
     )
     return out

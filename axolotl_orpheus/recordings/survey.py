@@ -108,7 +108,7 @@ def open_dataset(path: str) -> RawDataset:
     from axolotl.utils.data.shared import load_dataset_with_config
     from axolotl.utils.dict import DictDefault
 
-    from axolotl_orpheus.plugin import point_at_rows
+    from axolotl_orpheus.prepare.sources import point_at_rows
     from axolotl_orpheus.tts import data_folder
 
     entry = DictDefault({"path": path, "type": "axolotl_orpheus.tts", "split": "train"})
@@ -120,7 +120,10 @@ def open_dataset(path: str) -> RawDataset:
     if audio_column in audio_features:
         dataset = dataset.cast_column(audio_column, Audio(decode=False))
     return RawDataset(
-        dataset, data_folder(entry.path), audio_column, pick(columns, TEXT_COLUMNS, "transcripts"),
+        dataset,
+        data_folder(entry.path),
+        audio_column,
+        pick(columns, TEXT_COLUMNS, "transcripts"),
         pick(columns, SPEAKER_COLUMNS, "speaker", required=False),
     )
 
@@ -202,8 +205,12 @@ def yaml_scalar(value: str) -> str:
 
 
 def write_config(
-    found: DatasetSurvey, out: str, voice: str | None, base_model: str = DEFAULT_BASE_MODEL,
-    snac_model: str = DEFAULT_SNAC_MODEL, sequence_len: int = DEFAULT_SEQUENCE_LEN,
+    found: DatasetSurvey,
+    out: str,
+    voice: str | None,
+    base_model: str = DEFAULT_BASE_MODEL,
+    snac_model: str = DEFAULT_SNAC_MODEL,
+    sequence_len: int = DEFAULT_SEQUENCE_LEN,
 ) -> str:
     """The finetune.yml text for a surveyed dataset."""
     mappings = {}

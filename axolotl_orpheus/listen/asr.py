@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from axolotl_orpheus import codec
+from axolotl_orpheus import devices
 from axolotl_orpheus.args import DEFAULT_ASR_MODEL
 from axolotl_orpheus.audio import resample
 
@@ -39,11 +39,15 @@ class Transcript(NamedTuple):
 class ASR:
     """A Whisper model and its processor, loaded once."""
 
-    def __init__(self, name_or_path: str = DEFAULT_ASR_MODEL, device: str | torch.device | None = None,
-                 language: str | None = None) -> None:
+    def __init__(
+        self,
+        name_or_path: str = DEFAULT_ASR_MODEL,
+        device: str | torch.device | None = None,
+        language: str | None = None,
+    ) -> None:
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
-        self.device = codec.pick_device(device)
+        self.device = devices.pick_device(device)
         try:
             self.processor = AutoProcessor.from_pretrained(name_or_path)
             # Half precision where a GPU runs it well; CPU keeps float32.
@@ -58,8 +62,10 @@ class ASR:
         self.name = name_or_path
         self.language = language
         self.word_pipeline = None  # transformers' ASR pipeline on the same model, built for the first word timings
-        self.languages = {token_id: token.strip("<|>") for token, token_id in
-                          (getattr(self.model.generation_config, "lang_to_id", None) or {}).items()}
+        self.languages = {
+            token_id: token.strip("<|>")
+            for token, token_id in (getattr(self.model.generation_config, "lang_to_id", None) or {}).items()
+        }
         LOG.info(f"ASR {name_or_path} on {self.device}")
 
     @property
@@ -73,11 +79,16 @@ class ASR:
         # Up to 30 s Whisper takes each clip padded to 30 s; past that, the whole clip, window by window.
         long_form = longest > WINDOW_SECONDS * ASR_SAMPLE_RATE
         features = self.processor.feature_extractor(
-            clips, sampling_rate=ASR_SAMPLE_RATE, return_tensors="pt", return_attention_mask=True,
+            clips,
+            sampling_rate=ASR_SAMPLE_RATE,
+            return_tensors="pt",
+            return_attention_mask=True,
             **({"truncation": False, "padding": "longest"} if long_form else {}),
         )
-        return {"input_features": features.input_features.to(self.device, self.model.dtype),
-                "attention_mask": features.attention_mask.to(self.device)}
+        return {
+            "input_features": features.input_features.to(self.device, self.model.dtype),
+            "attention_mask": features.attention_mask.to(self.device),
+        }
 
     @torch.inference_mode()
     def transcribe(self, clips: list[np.ndarray], sample_rate: int, batch_size: int = BATCH_SIZE) -> list[Transcript]:
@@ -105,14 +116,19 @@ class ASR:
 
         if self.word_pipeline is None:
             self.word_pipeline = pipeline(
-                "automatic-speech-recognition", model=self.model, tokenizer=self.processor.tokenizer,
-                feature_extractor=self.processor.feature_extractor, device=self.device,
+                "automatic-speech-recognition",
+                model=self.model,
+                tokenizer=self.processor.tokenizer,
+                feature_extractor=self.processor.feature_extractor,
+                device=self.device,
             )
         features = self._features([clip], sample_rate)
         language = self.language or self._detect(features)[0]
         heard = self.word_pipeline(
-            {"raw": resample(np.asarray(clip, dtype=np.float32), sample_rate, ASR_SAMPLE_RATE),
-             "sampling_rate": ASR_SAMPLE_RATE},
+            {
+                "raw": resample(np.asarray(clip, dtype=np.float32), sample_rate, ASR_SAMPLE_RATE),
+                "sampling_rate": ASR_SAMPLE_RATE,
+            },
             return_timestamps="word",
             generate_kwargs={"language": language, "task": "transcribe"},
         )
