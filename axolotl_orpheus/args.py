@@ -19,6 +19,12 @@ DEFAULT_SPEAKER_MODEL = "microsoft/wavlm-base-plus-sv"
 # A transcript further than this character error rate from what Whisper hears disagrees with its audio
 # (check-transcripts, segment --transcript): Whisper large-v3 stays under about 0.05 on clean read speech.
 DEFAULT_MAX_CER = 0.2
+# Orpheus' sampling, as canopy's engine and README set it (a repetition penalty of at least 1.1 keeps generations
+# stable); DEFAULT_MAX_NEW_TOKENS is about 15 s of audio, 7 tokens a frame.
+DEFAULT_MAX_NEW_TOKENS = 1200
+DEFAULT_TEMPERATURE = 0.6
+DEFAULT_TOP_P = 0.95
+DEFAULT_REPETITION_PENALTY = 1.1
 # Keys that never change a prepared row (training-time samples and scores, where codes are cached, how and where
 # SNAC runs),
 # so changing them does not re-prepare data.
@@ -187,7 +193,9 @@ class OrpheusArgs(BaseModel):
         },
     )
     orpheus_sample_max_new_tokens: int = Field(
-        default=1200, ge=7, json_schema_extra={"description": "Token budget per sample sentence (7 per frame)."}
+        default=DEFAULT_MAX_NEW_TOKENS,
+        ge=7,
+        json_schema_extra={"description": "Token budget per sample sentence (7 per frame)."},
     )
     orpheus_eval_samples: int = Field(
         default=0,

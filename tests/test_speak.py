@@ -16,10 +16,10 @@ from axolotl_orpheus.listen.sentences import split_sentences
 from axolotl_orpheus.listen.speak import (
     FrameConstraint,
     generate_speech,
-    load_speaker_model,
     speak,
     speech_prompt_ids,
 )
+from axolotl_orpheus.listen.voice import load_model
 
 VOCAB_SIZE = 156940
 
@@ -31,7 +31,7 @@ def tiny_settings(standins) -> list[str]:
 
 @pytest.fixture(scope="module")
 def model(standins):
-    return load_speaker_model(str(standins["model"]), "cpu")[0]
+    return load_model(str(standins["model"]), "cpu")[0]
 
 
 def test_prompt_is_the_training_row_up_to_start_of_speech(tokenizer):
@@ -83,7 +83,7 @@ def test_random_model_speaks_only_well_formed_frames(model, tokenizer, caplog):
 
 def test_generation_stops_at_the_first_frame_boundary_it_may(standins, tokenizer):
     """A model that always prefers end_of_speech still speaks one whole frame, then stops."""
-    stopper, _ = load_speaker_model(str(standins["model"]), "cpu")
+    stopper, _ = load_model(str(standins["model"]), "cpu")
     with torch.no_grad():
         # Tied embeddings: one large shared column dominates every hidden state, so the logits follow that
         # column, where end_of_speech gets twice everyone else's value.
@@ -123,7 +123,7 @@ def test_a_lora_adapter_folder_speaks(tmp_path, standins, tokenizer, model):
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(standins["model"])
 
-    loaded, _ = load_speaker_model(str(adapter), "cpu")
+    loaded, _ = load_model(str(adapter), "cpu")
     prompt = torch.tensor([speech_prompt_ids(tokenizer, "Hi", "tara")])
     with torch.no_grad():
         logits = loaded(prompt).logits

@@ -37,8 +37,9 @@ def speak(args: argparse.Namespace) -> None:
     from axolotl_orpheus import codec
     from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
     from axolotl_orpheus.listen import speak as speaking
+    from axolotl_orpheus.listen.voice import load_model
 
-    model, tokenizer = speaking.load_speaker_model(args.model, args.device)
+    model, tokenizer = load_model(args.model, args.device)
     samples = speaking.speak(
         model,
         tokenizer,

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from axolotl_orpheus import codec, devices, layout
+from axolotl_orpheus.args import DEFAULT_MAX_NEW_TOKENS
 from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
 from axolotl_orpheus.listen import scoring, speak
 from axolotl_orpheus.listen.asr import ASR
+from axolotl_orpheus.listen.voice import load_model
 from axolotl_orpheus.listen.voiceprint import SpeakerEncoder
 
 LOG = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ class Evaluation:
         snac,
         asr: ASR,
         speakers: SpeakerEncoder,
-        max_new_tokens: int = 1200,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         batch_size: int = BATCH_SIZE,
         seed: int = 0,
         references: list[np.ndarray] = (),
@@ -202,7 +204,7 @@ def evaluate_checkpoints(
     speaker_model: str,
     snac_model: str,
     language: str | None = None,
-    max_new_tokens: int = 1200,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     seed: int = 0,
     device: str | None = None,
 ) -> dict[str, dict]:
@@ -227,7 +229,7 @@ def evaluate_checkpoints(
     reports: dict[str, dict] = {}
     eval_rows = None
     for model_path, label in zip(models, model_labels(models)):
-        model, tokenizer = speak.load_speaker_model(model_path, str(device))
+        model, tokenizer = load_model(model_path, str(device))
         if eval_rows is None:  # the same rows for every model: the layout is Orpheus', whoever trained it
             if texts is not None:
                 eval_rows = text_rows(texts, voice, tokenizer, reference_clips)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import re
 
+# About DEFAULT_MAX_NEW_TOKENS new tokens (15 s of audio) fit this much text at a normal speaking rate, in Latin
+# letters.
 MAX_CHARS = 200
 # A Chinese character or a Hangul block is a syllable, a kana a mora: one of them says about as much as three letters
 # of English or Spanish, so a CJK character counts as three against max_chars.

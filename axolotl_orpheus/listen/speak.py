@@ -5,26 +5,23 @@ Pure functions on a loaded model, so the `speak` command and a training callback
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 from transformers import LogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
 
-from axolotl_orpheus import codec, devices, layout
+from axolotl_orpheus import codec, layout
+from axolotl_orpheus.args import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from axolotl_orpheus.audio import SAMPLE_RATE
 from axolotl_orpheus.listen.sentences import MAX_CHARS, split_sentences
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    pass
 
 LOG = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-# About 1200 new tokens (15 s of audio) fit this much text at a normal speaking rate, in Latin letters.
 PAUSE_SECONDS = 0.1
 
 
@@ -95,10 +92,10 @@ def generate_frames(
     model,
     prompts: list[list[int]],
     seeds: list[int],
-    max_new_tokens: int = 1200,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    repetition_penalty: float = 1.1,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
 ) -> list[Spoken]:
     """What the model speaks after each prompt (ids up to start_of_speech), all prompts in one batch.
 
@@ -148,7 +145,7 @@ def generate_speech(
     tokenizer,
     text: str,
     voice: str | None = None,
-    max_new_tokens: int = 1200,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     seed: int = 0,
     **sampling: Any,
 ) -> np.ndarray:
@@ -193,27 +190,3 @@ def speak(
         clips.append(codec.decode(snac, layout.deinterleave(frames), seed=seed + i))
     pause = np.zeros(int(PAUSE_SECONDS * SAMPLE_RATE), dtype=np.float32)
     return np.concatenate([part for clip in clips for part in (pause, clip)][1:])
-
-
-def load_speaker_model(name_or_path: str, device: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) in eval mode on `device`, from a model folder, a hub id or a LoRA adapter folder.
-
-    An adapter folder (one with adapter_config.json, as axolotl writes for `adapter: lora`) is applied to
-    its base_model_name_or_path and merged; its tokenizer is used when it saved one, else the base's.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    adapter_config = Path(name_or_path) / ADAPTER_CONFIG
-    if adapter_config.is_file():
-        from peft import PeftModel
-
-        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype="auto"), name_or_path)
-        model = model.merge_and_unload()
-        has_tokenizer = (Path(name_or_path) / "tokenizer_config.json").is_file()
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path if has_tokenizer else base)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype="auto")
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    layout.check_tokenizer(tokenizer)
-    return model.to(devices.pick_device(device)).eval(), tokenizer
