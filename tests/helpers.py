@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from axolotl.utils.dict import DictDefault
 from datasets import Dataset, load_dataset
 
@@ -40,3 +41,16 @@ def prepare_report(
 
 def prepare(tokenizer, path: Path, dataset: Dataset | None = None, **settings) -> Dataset:
     return prepare_report(tokenizer, path, dataset, **settings)[0]
+
+
+def usage_error(capsys, argv: list[str]) -> str:
+    """What `axolotl-orpheus ARGV` says on stderr when it refuses a user's mistake: one line, exit code 2."""
+    from axolotl_orpheus.cli.main import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    assert err.startswith(f"axolotl-orpheus {argv[0]}: ") and err.count("\n") == 1, err
+    return err

@@ -40,7 +40,7 @@ def test_init_writes_a_config_that_preprocess_accepts_and_report_plots_it(tmp_pa
     prepared = newest_prepared_dataset(tmp_path / "prepared")
 
     png = tmp_path / "report.png"
-    main(["report", str(prepared), "--png", str(png)])
+    main(["report", "--prepared", str(prepared), "--out", str(png)])
     printed = capsys.readouterr().out
     assert "rows in" in printed and "total" in printed and f"wrote {png}" in printed
     import matplotlib.image

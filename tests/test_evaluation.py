@@ -28,6 +28,7 @@ from axolotl_orpheus.listen.callbacks import SpeechScorer
 from axolotl_orpheus.listen.evaluation import METRICS, Evaluation, prepared_rows, split_voice, text_rows
 from axolotl_orpheus.plugin import OrpheusPlugin
 from conftest import CLIPS_DIR
+from helpers import usage_error
 from test_plugin import validated
 
 SAMPLE_KEYS = {
@@ -290,8 +291,9 @@ def test_evaluate_compares_checkpoints_on_texts_through_the_cli(tmp_path, standi
         "row-00-ada.wav",
         "row-01-ada.wav",
     ]
-    with pytest.raises(SystemExit, match="either --prepared DIR or --texts FILE"):
-        cli_main(["evaluate", "--model", "m", "--out", str(out)])
+    assert "either --prepared DIR or --texts FILE" in usage_error(
+        capsys, ["evaluate", "--model", "m", "--out", str(out)]
+    )
     with pytest.raises(SystemExit, match="is not a prepared dataset; give dataset_prepared_path/<hash>"):
         cli_main(["evaluate", "--model", "m", "--prepared", str(tmp_path), "--out", str(out)])
 
@@ -309,7 +311,7 @@ def test_check_transcripts_lists_the_rows_over_the_threshold_worst_first(tmp_pat
             str(standins["asr"]),
             "--device",
             "cpu",
-            "--threshold",
+            "--max-cer",
             "0.5",
             "--out",
             str(out),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from axolotl_orpheus.args import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL
+from axolotl_orpheus.cli import options
 
 DATA = resources.files("axolotl_orpheus") / "data"
 BUNDLED_CLIPS = DATA / "clips"
@@ -117,3 +119,19 @@ def run_demo(out: Path, max_steps: int | None) -> DemoRun:
     listen = out / "row0.wav"
     seconds = decode_row(prepared, 0, snac_model, listen)
     return DemoRun(config, prepared, out / "model", listen, seconds)
+
+
+def demo(args: argparse.Namespace) -> None:
+    run = run_demo(Path(args.out), args.max_steps)
+    print(
+        f"\nDone.\n  config:        {run.config}\n  prepared rows: {run.prepared}\n  model:         {run.model}\n"
+        f"  listen:        {run.listen} ({run.listen_seconds:.2f} s, row 0 decoded back through SNAC)"
+    )
+
+
+def add_demo(commands) -> None:
+    parser = options.add_command(
+        commands, "demo", "the CPU demo: preprocess the bundled clips, train a tiny model, decode a row to a wav", demo
+    )
+    parser.add_argument("--out", default="demo-run", help="the folder for the config, rows, model and wav")
+    parser.add_argument("--max-steps", type=int, default=10, help="training steps")

@@ -19,6 +19,7 @@ import numpy as np
 from axolotl_orpheus import codec, devices, layout
 from axolotl_orpheus.args import DEFAULT_MAX_NEW_TOKENS
 from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
+from axolotl_orpheus.errors import UserError
 from axolotl_orpheus.listen import scoring, speak
 from axolotl_orpheus.listen.asr import ASR
 from axolotl_orpheus.listen.voice import load_model
@@ -216,8 +217,8 @@ def evaluate_checkpoints(
     from axolotl_orpheus.prepare.report import report_voices
 
     if prepared is not None and not (prepared / "dataset_info.json").is_file():
-        raise SystemExit(
-            f"evaluate: {prepared} is not a prepared dataset; give dataset_prepared_path/<hash>, the "
+        raise UserError(
+            f"{prepared} is not a prepared dataset; give dataset_prepared_path/<hash>, the "
             "folder `axolotl preprocess` wrote"
         )
     device = devices.pick_device(device)
