@@ -41,6 +41,10 @@ NOT_IN_ROWS = {
     "orpheus_ray_address",
 }
 
+# Keys that score the clips' quality: in the rows' fingerprint (a threshold drops rows; the scores go in the report
+# saved with them) only when set.
+QUALITY_KEYS = ("orpheus_dnsmos", "orpheus_min_dnsmos")
+
 # Under each Orpheus dataset entry's `message_property_mappings`, the one dict of an entry that survives axolotl's
 # validation and is part of its prepared-dataset hash, the plugin writes for the strategy:
 FINGERPRINT_KEY = "orpheus_settings"  # the settings' fingerprint: rows prepared under other settings are not reused
@@ -184,6 +188,23 @@ class OrpheusArgs(BaseModel):
     orpheus_min_seconds: float | None = Field(
         default=None, ge=0, json_schema_extra={"description": "Drop clips shorter than this (default: no limit)."}
     )
+    orpheus_dnsmos: bool = Field(
+        default=False,
+        json_schema_extra={
+            "description": "Score each clip's audio quality with DNSMOS (cached by audio content) and record the "
+            "OVRL distribution per dataset and speaker in orpheus_report.json (pip install "
+            "'axolotl-orpheus[quality]')."
+        },
+    )
+    orpheus_min_dnsmos: float | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        json_schema_extra={
+            "description": "Drop rows whose clip's DNSMOS OVRL (1-5) is under this, counted as low_quality; "
+            "implies orpheus_dnsmos (default: keep every clip)."
+        },
+    )
 
     orpheus_sample_prompts: list[SamplePrompt] = Field(
         default_factory=list,
@@ -244,7 +265,14 @@ class OrpheusArgs(BaseModel):
         """The options set in an axolotl config (raw or validated), defaults for the rest."""
         return cls.model_validate({name: cfg[name] for name in cls.model_fields if cfg.get(name) is not None})
 
+    @property
+    def dnsmos(self) -> bool:
+        """Whether preprocessing scores the clips' quality."""
+        return self.orpheus_dnsmos or self.orpheus_min_dnsmos is not None
+
     def fingerprint(self) -> str:
         """A digest of the settings that shape the prepared rows (all but NOT_IN_ROWS) and of this package's version."""
-        settings = json.dumps(self.model_dump(mode="json", exclude=NOT_IN_ROWS), sort_keys=True)
+        # Unset, the quality keys leave the digest as it was before they existed: no data is prepared again for them.
+        unset = {name for name in QUALITY_KEYS if getattr(self, name) == type(self).model_fields[name].default}
+        settings = json.dumps(self.model_dump(mode="json", exclude=NOT_IN_ROWS | unset), sort_keys=True)
         return hashlib.md5(f"{__version__}|{settings}".encode()).hexdigest()

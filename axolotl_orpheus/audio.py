@@ -82,6 +82,8 @@ def open_source(source: Any, base_dir: str | None = None) -> Any:
         path = resolve_path(source, base_dir)
     else:
         raise AudioError(f"no audio in this row (got {source!r}); expected a file path or audio bytes", "no_audio")
+    if os.path.isdir(path):
+        raise AudioError(f"{path} is a folder, not an audio file", "missing_file")
     if not os.path.isfile(path):
         raise AudioError(f"audio file not found: {path}", "missing_file")
     return path
@@ -224,17 +226,6 @@ def audio_header(source: Any, base_dir: str | None = None) -> Header:
         return Header(sound.samplerate, sound.frames, sound.channels, sound.frames / sound.samplerate)
 
 
-def read_audio(source: Any, base_dir: str | None = None) -> tuple[np.ndarray, int]:
-    """Decode one row's audio whole to float32 samples of shape (frames, channels) and its sample rate.
-
-    Its memory grows with the file's length and channels; load_clip's does not.
-    """
-    with _AudioFile(source, base_dir) as audio:
-        sound = audio.sound
-        empty = np.zeros((0, sound.channels), np.float32)
-        return np.concatenate([empty, *audio.blocks(max(1, sound.frames))]), sound.samplerate
-
-
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """(frames, channels) -> (frames,): the mean of the channels, as datasets' own decoding downmixes."""
     return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
@@ -261,6 +252,8 @@ class Clip(NamedTuple):
     samples: np.ndarray  # mono float32 at 24 kHz
     seconds: float  # as decoded, before resampling
     warnings: tuple[str, ...]  # kept, but worth a look (report.WARNING_REASONS)
+    peak: float = 0.0  # the largest magnitude of the mono samples at the file's own rate (1 is full scale)
+    clipped: float = 0.0  # the share of those samples at full scale (CLIPPING_LEVEL or above)
 
 
 class _Decoded(NamedTuple):
@@ -298,7 +291,7 @@ def _decode(source: Any, base_dir: str | None, max_samples: int | None = None) -
         warnings.append("silent_audio")
     if clipped >= CLIPPING_FRACTION * frames:
         warnings.append("clipping")
-    clip = Clip(np.concatenate(pieces)[:max_samples], frames / rate, tuple(warnings))
+    clip = Clip(np.concatenate(pieces)[:max_samples], frames / rate, tuple(warnings), peak, clipped / max(frames, 1))
     return _Decoded(clip, non_finite, cut)
 
 
@@ -325,7 +318,7 @@ def load_checked_clip(source: Any, base_dir: str | None = None, max_samples: int
     return clip
 
 
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """16-bit wav, the format every player opens; creates the folder."""
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
+    """A wav, 16-bit by default, the format every player opens; creates the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, samples, sample_rate, subtype="PCM_16")
+    soundfile.write(path, samples, sample_rate, subtype=subtype)

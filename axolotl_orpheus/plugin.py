@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from axolotl.integrations.base import BasePlugin
-from axolotl.utils.logging import get_logger
 
 from axolotl_orpheus.args import FINGERPRINT_KEY, REPORTS_KEY, SPLIT_KEY, OrpheusArgs
+from axolotl_orpheus.logs import show_info_logs
 from axolotl_orpheus.prepare.report import DatasetReport, full_report, report_voices, summary_text, write_report
 from axolotl_orpheus.prepare.sources import point_at_rows
 from axolotl_orpheus.reproducible import files_digest
 
-LOG = get_logger(__name__)
+LOG = logging.getLogger(__name__)
 
 STRATEGY_TYPE = "axolotl_orpheus.tts"
 
@@ -78,12 +79,14 @@ class OrpheusPlugin(BasePlugin):
     def __init__(self) -> None:
         super().__init__()
         self.reports: list[DatasetReport] = []  # of the datasets encoded in this `axolotl preprocess`
+        self.stamp = None  # what output_dir and each checkpoint carry for their loaders (share/stamp.py)
 
     def get_input_args(self) -> str:
         return "axolotl_orpheus.args.OrpheusArgs"
 
     def register(self, cfg: dict) -> None:
         """Rewrite the raw config's Orpheus dataset entries before axolotl validates and loads them."""
+        show_info_logs()  # the package's INFO lines in axolotl's log, as axolotl's own
         fingerprint = OrpheusArgs.from_cfg(cfg).fingerprint()
         best_checkpoint_direction(cfg)  # refuses a metric that cannot choose a checkpoint when the config loads
         for key in ("datasets", "test_datasets"):
@@ -124,7 +127,9 @@ class OrpheusPlugin(BasePlugin):
                 continue
             prepared = prepared_folder(cfg, entries, reports[0].tokenizer)
             pin_fingerprint(prepared)
-            report = full_report(reports, rows_saved=load_from_disk(str(prepared)).num_rows)
+            # Saved rows tell what axolotl dropped after the strategy only where every row is an Orpheus row.
+            only_orpheus = all(str(entry.get("type", "")).startswith(STRATEGY_TYPE) for entry in entries)
+            report = full_report(reports, rows_saved=load_from_disk(str(prepared)).num_rows if only_orpheus else None)
             path = write_report(report, prepared)
             LOG.info(f"All Orpheus {split} datasets:\n{summary_text(report['total'])}\nReport: {path}")
         return dataset_meta
@@ -178,3 +183,17 @@ class OrpheusPlugin(BasePlugin):
             voices = prepared_voices(cfg, trainer.processing_class.name_or_path)
             callbacks.append(SpeechScorer(trainer, settings, voices))
         return callbacks
+
+    def add_callbacks_pre_trainer(self, cfg, model) -> list:
+        """Stamp each checkpoint: Orpheus' stop token and sampling, its voices, its data's report (share/stamp.py)."""
+        from axolotl_orpheus.share.stamp import StampCallback, training_stamp
+
+        self.stamp = training_stamp(cfg, cfg.tokenizer_config)
+        return [StampCallback(self.stamp)]
+
+    def post_train(self, cfg, model) -> None:
+        """Stamp output_dir; axolotl calls this before and again after its final save, which the stamp outlasts."""
+        from axolotl.utils.distributed import is_main_process
+
+        if self.stamp is not None and is_main_process():
+            self.stamp.write(Path(cfg.output_dir))

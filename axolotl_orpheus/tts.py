@@ -7,6 +7,7 @@ cannot be used is dropped and counted in the report, or stops the run (`orpheus_
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from contextlib import AbstractContextManager
@@ -17,14 +18,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy
-from axolotl.utils.logging import get_logger
 from datasets import Audio, Dataset, Features, Sequence, Value
 from tqdm.auto import tqdm
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.args import FINGERPRINT_KEY, REPORTS_KEY, SOURCE_KEY, SPLIT_KEY, OrpheusArgs
 from axolotl_orpheus.devices import pick_devices
-from axolotl_orpheus.prepare.report import DROP_REASONS, DatasetReport, summarize, summary_text
+from axolotl_orpheus.errors import UserError
+from axolotl_orpheus.prepare.report import DROP_REASONS, DatasetReport, dedupe_warning, summarize, summary_text
 
 try:
     from axolotl_orpheus import audio, codec
@@ -39,7 +40,7 @@ except ModuleNotFoundError as exc:
         "(or pip install snac soundfile soxr)."
     ) from exc
 
-LOG = get_logger(__name__)
+LOG = logging.getLogger(__name__)
 
 ROW_FEATURES = Features(
     {
@@ -144,6 +145,7 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         split = (ds_cfg.get("message_property_mappings") or {}).get(SPLIT_KEY, "train")
         self.report = DatasetReport(str(self.dataset_path), tokenizer.name_or_path, sequence_len, split)
         self.reports = reports  # the plugin's, during `axolotl preprocess`: it writes them beside the rows
+        self.dnsmos: dict = {}  # row -> its clip's screening.ClipQuality, with orpheus_dnsmos
 
     def wrap_dataset(self, dataset, process_count: int | None = None, keep_in_memory: bool | None = False, **kwargs):
         """Raw rows -> training rows: check the columns and the tokenizer, check every row, encode the clips the
@@ -152,6 +154,10 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
             raise ValueError(
                 f"Orpheus dataset {self.dataset_path}: streaming datasets are not supported; "
                 "remove `streaming: true` so the audio can be encoded during `axolotl preprocess`."
+            )
+        if not len(dataset):
+            raise UserError(
+                f"Orpheus dataset {self.dataset_path} has no rows. To fix: give it a row per clip, or remove its entry"
             )
         columns = self.columns(dataset)
         layout.check_tokenizer(self.tokenizer)
@@ -164,11 +170,18 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         self.reports.append(self.report)
         with self.codes_cache(snac_digest) as cache:
             plan, jobs = self.scan(dataset, columns, cache)
-            self.encode(plan, jobs, encoding.AudioColumn(dataset, columns.audio, self.base_dir), cache)
+            column = encoding.AudioColumn(dataset, columns.audio, self.base_dir)
+            if self.settings.dnsmos:
+                jobs = self.screen(plan, jobs, column, cache.root)
+            self.encode(plan, jobs, column, cache)
             rows = self.frame(
                 dataset, columns, plan, cache, self.fingerprint(dataset, plan, snac_digest), bool(keep_in_memory)
             )
-        LOG.info(f"{self.dataset_path}:\n{summary_text(summarize([self.report]))}")
+        summary = summarize([self.report])
+        LOG.info(f"{self.dataset_path}:\n{summary_text(summary)}")
+        warning = dedupe_warning(summary)
+        if warning:
+            LOG.warning(f"Orpheus dataset {self.dataset_path}: {warning}")
         return rows
 
     def columns(self, dataset: Dataset) -> Columns:
@@ -275,7 +288,8 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         """A bad row, to count in the report; with orpheus_on_bad_row: raise, an error naming the row and fix."""
         if self.settings.orpheus_on_bad_row == "raise":
             raise RowError(
-                f"Orpheus dataset {self.dataset_path}, row {index} ({audio.describe_source(source)}): {detail}. "
+                f"Orpheus dataset {self.dataset_path}, row {index} ({audio.describe_source(source)}): "
+                f"{detail.rstrip('.')}. "
                 f"To fix: {DROP_REASONS[reason]}; or set orpheus_on_bad_row: skip to drop such rows and count "
                 "them in orpheus_report.json."
             )
@@ -322,6 +336,22 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         if cache.damaged:
             LOG.warning(f"Orpheus: {cache.damaged} damaged entries in the codes cache {cache.root} were encoded again")
 
+    def screen(
+        self, plan: list[Planned | Rejected], jobs: list[encoding.Job], column: encoding.AudioColumn, root
+    ) -> list[encoding.Job]:
+        """Score the planned rows' clips with DNSMOS (prepare/screening.py); a row under orpheus_min_dnsmos becomes
+        Rejected in `plan` and its clip is not encoded. The jobs left to encode."""
+        from axolotl_orpheus.prepare import screening
+
+        keys = {row: entry.key for row, entry in enumerate(plan) if isinstance(entry, Planned)}
+        self.dnsmos, _ = screening.score_rows(keys, column, root, self.settings.orpheus_device)
+        least = self.settings.orpheus_min_dnsmos
+        for row, quality in self.dnsmos.items():
+            if least is not None and quality.ovrl < least:
+                detail = f"its DNSMOS OVRL is {quality.ovrl:.2f}, under orpheus_min_dnsmos {least:g}"
+                plan[row] = self.reject(row, column.sources([row])[0], "low_quality", detail, quality.seconds)
+        return [job for job in jobs if isinstance(plan[job.row], Planned)]
+
     def encode_settings(self, device: torch.device) -> encoding.EncodeSettings:
         return encoding.EncodeSettings(
             self.settings.orpheus_snac_model,
@@ -366,6 +396,10 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
         kept = []
         for index, source, text, speaker in zip(indices, batch[columns.audio], batch[columns.text], speakers):
             entry = plan[index]
+            if index in self.dnsmos:
+                self.report.scored(
+                    columns.voice if columns.speaker is None else speaker_text(speaker), self.dnsmos[index].ovrl
+                )
             if isinstance(entry, Rejected):
                 self.report.drop(entry.reason, index, entry.seconds)
                 continue
@@ -394,7 +428,8 @@ class OrpheusTTSStrategy(DatasetWrappingStrategy):
                 continue
             for warning in cached.warnings:
                 self.report.warn(warning, index)
-            self.report.keep(cached.seconds, n_tokens, len(cached.codes[0]) - len(frames), speaker)
+            clip_frames = len(cached.codes[0])
+            self.report.keep(cached.seconds, n_tokens, clip_frames - len(frames), speaker, frames=clip_frames)
             rows.append(training)
         return {name: [row[name] for row in rows] for name in ROW_FEATURES}
 

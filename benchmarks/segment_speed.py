@@ -84,6 +84,17 @@ def cpu_model() -> str:
         return platform.processor()
 
 
+def machine() -> dict:
+    """What a figure was measured on: the CPU, its cores, torch's build and threads, and the load before."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_before": os.getloadavg()[0],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -99,14 +110,7 @@ def main() -> None:
     speech = bundled_speech()
     average = np.mean([len(clip) for _, clip in speech]) / audio.SAMPLE_RATE + 0.9
     utterances = [speech[index % len(speech)] for index in range(int(args.minutes * 60 / average))]
-    figures: dict = {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_before": os.getloadavg()[0],
-        "asr_model": args.asr_model,
-    }
+    figures: dict = {**machine(), "asr_model": args.asr_model}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         recording = folder / "recording.wav"

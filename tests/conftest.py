@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 # Before anything imports huggingface_hub or axolotl: no hub, no telemetry.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["AXOLOTL_DO_NOT_TRACK"] = "1"
+# axolotl's config loading (load_cfg, in-process in many tests) would wrap sys.stdout and sys.stderr in a tee to its
+# debug log for the rest of the process, around whichever test's captured streams were current: not in tests.
+os.environ["AXOLOTL_TEE_STDOUT"] = "0"
 # datasets' cache, and with it the default codes cache, in a folder of this session's, never the user's.
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="orpheus-tests-datasets-")
 
@@ -18,12 +22,27 @@ import pytest  # noqa: E402
 import soundfile  # noqa: E402
 
 from axolotl_orpheus.audio import SAMPLE_RATE, load_clip  # noqa: E402
-from axolotl_orpheus.cli.demo import BUNDLED_CLIPS  # noqa: E402
+from helpers import CLIPS_DIR, DEVICE, SnacLoads, run_axolotl, write_audio_parquet  # noqa: E402
 
-CLIPS_DIR = Path(str(BUNDLED_CLIPS))
-# Where snac_model runs: ORPHEUS_TEST_DEVICE=cuda runs the codec's exactness tests on a GPU
-# (`pytest tests/test_codec.py`), against stock SNAC on the CPU.
-DEVICE = os.environ.get("ORPHEUS_TEST_DEVICE", "cpu")
+SNAC_LOADS = SnacLoads()  # the process's SNAC models, by folder
+
+
+@pytest.fixture(autouse=True)
+def snac_loaded_once(request, monkeypatch):
+    """codec.load_snac loads each SNAC folder once per process (helpers.SnacLoads); a test marked
+    fresh_snac_loads loads afresh each time, as the package does. (Where torch is not imported yet, as for a module
+    without SNAC run alone, nothing is patched: importing it would cost seconds.)"""
+    if request.node.get_closest_marker("fresh_snac_loads") is None and "torch" in sys.modules:
+        from axolotl_orpheus import codec
+
+        monkeypatch.setattr(codec, "load_snac", SNAC_LOADS)
+
+
+@pytest.fixture
+def axolotl(monkeypatch):
+    """`axolotl(command, config, cwd)`: axolotl's own `preprocess` or `train` in this process, as a fresh process
+    would run it (helpers.run_axolotl); returns what it printed and logged."""
+    return lambda command, config, cwd: run_axolotl(monkeypatch, command, config, cwd)
 
 
 @pytest.fixture(scope="session")
@@ -84,28 +103,6 @@ def audiofolder_24k(tmp_path_factory, metadata) -> Path:
     return folder
 
 
-def write_audio_parquet(path: Path, folder: Path, rows: list[dict[str, str]]) -> Path:
-    """The hub layout: an `audio` struct<bytes, path> column with the Audio feature in the metadata.
-
-    Written with pyarrow, since datasets' own Audio encoding needs torchcodec.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from datasets import Audio, Features, Value
-
-    features = Features({"audio": Audio(), "text": Value("string"), "speaker": Value("string")})
-    table = pa.table(
-        {
-            "audio": [{"bytes": (folder / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in rows],
-            "text": [r["text"] for r in rows],
-            "speaker": [r["speaker"] for r in rows],
-        },
-        schema=features.arrow_schema,
-    )
-    pq.write_table(table, path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def parquet_24k(tmp_path_factory, audiofolder_24k, metadata) -> Path:
     """The same 24 kHz speech as parquet with embedded audio bytes (no files beside it)."""
@@ -115,6 +112,15 @@ def parquet_24k(tmp_path_factory, audiofolder_24k, metadata) -> Path:
 @pytest.fixture(scope="session")
 def speech_24k(audiofolder_24k, metadata) -> list[np.ndarray]:
     return [soundfile.read(audiofolder_24k / r["file_name"], dtype="float32")[0] for r in metadata]
+
+
+@pytest.fixture(scope="session")
+def reference_codes(stock_snac, speech_24k) -> list[list[int]]:
+    """The reference recipe's codes of each bundled clip (stock SNAC, one clip at a time), computed once: the
+    oracle that rows are compared with (helpers.reference_rows)."""
+    from reference_recipe import tokenise_audio
+
+    return [tokenise_audio(stock_snac, clip) for clip in speech_24k]
 
 
 @pytest.fixture

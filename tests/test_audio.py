@@ -25,7 +25,7 @@ from axolotl_orpheus.audio import (
     describe_source,
     load_checked_clip,
     load_clip,
-    read_audio,
+    mono_blocks,
     resample,
     to_mono,
 )
@@ -163,7 +163,7 @@ def test_empty_clip(tmp_path: Path, rate: int) -> None:
     assert clip.dtype == np.float32
 
 
-# --- read_audio: the shapes a row's audio can take ------------------------------------------------------
+# --- the shapes a row's audio can take, as the header and the block reader (segment's) read it --------------
 
 
 @pytest.fixture
@@ -176,23 +176,29 @@ def stereo_wav(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return path, samples
 
 
-def check_read(result: tuple[np.ndarray, int], expected: np.ndarray, rate: int = 16000) -> None:
-    samples, got_rate = result
-    assert got_rate == rate
+def read_audio(source, base_dir: str | None = None) -> tuple[Header, np.ndarray]:
+    """A row's audio as the package reads it at the file's own rate: its header, and its mono samples a block at a
+    time, joined."""
+    return audio_header(source, base_dir), np.concatenate([np.zeros(0, np.float32), *mono_blocks(source, base_dir)])
+
+
+def check_read(result: tuple[Header, np.ndarray], expected: np.ndarray, rate: int = 16000) -> None:
+    """The header counts the (frames, channels) `expected` has at `rate`; the samples are their channels' mean."""
+    header, samples = result
+    assert (header.rate, header.frames, header.channels) == (rate, *expected.shape)
     assert samples.dtype == np.float32
-    assert samples.shape == expected.shape
-    assert np.array_equal(samples, expected)
+    assert np.array_equal(samples, to_mono(expected))
 
 
 def test_read_audio_returns_frames_by_channels(stereo_wav) -> None:
-    """read_audio keeps every channel, (frames, channels) at the file's own rate; mono is 2-D too."""
+    """The header counts every channel's frames at the file's own rate; the blocks are their mean, at that rate."""
     path, expected = stereo_wav
     check_read(read_audio(str(path)), expected)
     assert expected.shape == (8000, 2)
     mono = path.parent / "mono.wav"
     soundfile.write(mono, sine(22050), 22050)
-    samples, rate = read_audio(str(mono))
-    assert (samples.shape, rate) == ((11025, 1), 22050)
+    header, samples = read_audio(str(mono))
+    assert (samples.shape, header.rate, header.channels) == ((11025,), 22050, 1)
 
 
 @pytest.mark.parametrize("kind", list(FORMATS))
@@ -267,10 +273,13 @@ def test_missing_file_names_the_resolved_path(tmp_path: Path, as_dict: bool) -> 
 
 
 def test_directory_is_not_an_audio_file(tmp_path: Path) -> None:
-    """A path naming a directory is reported as not found rather than passed to the decoder."""
-    with pytest.raises(AudioError, match="not found") as info:
-        read_audio(str(tmp_path))
-    assert str(tmp_path) in str(info.value)
+    """A path naming a directory (even one named like a clip) is said to be a folder rather than passed to the
+    decoder, and counted as a missing file."""
+    (tmp_path / "x.wav").mkdir()
+    for folder in (tmp_path, tmp_path / "x.wav"):
+        with pytest.raises(AudioError, match=f"^{folder} is a folder, not an audio file$") as info:
+            read_audio(str(folder))
+        assert str(folder) in str(info.value) and info.value.reason == "missing_file"
 
 
 @pytest.mark.parametrize("data", [b"not audio", b"", b"RIFF" + bytes(40)], ids=["text", "empty", "bad-riff"])
@@ -334,7 +343,7 @@ FAILING_READS_FILE = "/proc/self/mem"
 READS = {
     "content_key": content_key,
     "audio_header": audio_header,
-    "read_audio": read_audio,
+    "mono_blocks": lambda source: list(mono_blocks(source)),
     "load_clip": load_clip,
     "load_checked_clip": load_checked_clip,
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import soundfile
@@ -10,8 +12,7 @@ from datasets import Dataset
 from axolotl_orpheus.audio import SAMPLE_RATE
 from axolotl_orpheus.prepare.report import summarize
 from axolotl_orpheus.tts import RowError
-from conftest import CLIPS_DIR
-from helpers import prepare_report
+from helpers import CLIPS_DIR, prepare_report
 
 # two short bundled clips (clip_04 has a duplicate frame), rows 0 and 2 of every case
 GOOD = ["clip_04.wav", "clip_05.wav"]
@@ -243,3 +244,46 @@ def test_a_long_clip_that_dedupe_makes_fit_is_kept(tmp_path, tokenizer, standins
     assert len(rows) == 1 and len(rows[0]["input_ids"]) <= 400
     assert summarize([report])["warnings"]["silent_audio"]["count"] == 1
     assert encoded == [(110 + 12) * 2048, 20 * SAMPLE_RATE]
+
+
+def test_dedupe_removing_most_frames_is_a_warning_in_the_log_and_the_report(tmp_path, tokenizer, standins, caplog):
+    """Speech never has most frames' first codes repeat; silence (or another model's weights) does: duplicate-frame
+    removal dropping most frames is said in the log and the report, with what to check."""
+    from axolotl_orpheus.prepare.report import summary_text
+
+    for name in ("quiet-1.wav", "quiet-2.wav"):
+        write(tmp_path / name, np.zeros(2 * SAMPLE_RATE, np.float32))
+    (tmp_path / "metadata.csv").write_text("file_name,text\nquiet-1.wav,One.\nquiet-2.wav,Two.\n")
+    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.tts"):
+        _, report = run(tokenizer, standins, tmp_path / "metadata.csv")
+    summary = summarize([report])
+    assert summary["frames_before_dedupe"] == 2 * 24 and summary["frames_removed_by_dedupe"] > 24
+    removed = f"duplicate-frame removal dropped {summary['frames_removed_by_dedupe']} of 48 frames"
+    assert removed in caplog.text and "check orpheus_snac_model" in caplog.text
+    assert f"  warning: {removed}" in summary_text(summary)
+
+    (tmp_path / "speech").mkdir()
+    _, speech_report = run(tokenizer, standins, make_metadata(tmp_path / "speech", None, "unused"))
+    assert "duplicate-frame removal" not in summary_text(summarize([speech_report]))
+
+
+def test_a_folder_named_like_a_clip_is_called_a_folder_and_errors_end_in_one_full_stop(tmp_path, tokenizer, standins):
+    path = make_metadata(tmp_path, lambda p: p.mkdir(), "bad")
+    _, report = run(tokenizer, standins, path)
+    assert summarize([report])["dropped"]["missing_file"]["count"] == 1
+    with pytest.raises(RowError, match=rf"row 1 \(bad.wav\): {tmp_path / 'bad.wav'} is a folder, not an audio file\. "):
+        run(tokenizer, standins, path, orpheus_on_bad_row="raise")
+
+    (tmp_path / "undecodable").mkdir()
+    path = make_metadata(tmp_path / "undecodable", lambda p: p.write_bytes(b"RIFF-but-not-really-audio"), "bad")
+    with pytest.raises(RowError, match=r"Format not recognised\. To fix: "):
+        run(tokenizer, standins, path, orpheus_on_bad_row="raise")
+
+
+def test_a_dataset_of_no_rows_is_refused_in_one_line(tmp_path, tokenizer, standins):
+    from axolotl_orpheus.errors import UserError
+
+    path = make_metadata(tmp_path, None, "unused")
+    empty = Dataset.from_dict({"file_name": [], "text": []})
+    with pytest.raises(UserError, match=rf"^Orpheus dataset {path} has no rows. To fix: "):
+        run(tokenizer, standins, path, dataset=empty)

@@ -3,6 +3,7 @@ audio or SNAC weights encodes again; several devices fill it as one does."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -333,3 +334,29 @@ def test_the_cache_command_imports_no_torch(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
     assert "1 clip" in result.stdout and result.stdout.strip().endswith("no torch")
+
+
+def test_a_namespace_a_run_has_open_is_not_deleted_as_unused(tmp_path, monkeypatch):
+    """A run that opens a namespace last used long ago marks it in use (about.json's mtime), so that
+    --delete-unused-for keeps it; and one deleted under a writer anyway (--delete-unused-for 0, between the writer's
+    mkdir and its open) is made again, its entry written, not an error."""
+    codes = cache.Entry((np.array([1]), np.array([1, 2]), np.arange(4)), 0.1, ())
+    old = cache.CodesCache(tmp_path, "digest", snac_name="snac-a")
+    long_ago = time.time() - 40 * cache.DAY
+    os.utime(old.folder / cache.ABOUT_FILE, (long_ago, long_ago))
+
+    running = cache.CodesCache(tmp_path, "digest", snac_name="snac-a")  # a preprocess starts on it
+    assert cache.delete_unused(tmp_path, 30) == (0, 0) and running.folder.is_dir()
+
+    real_open, pruned = os.open, []
+
+    def pruned_first(path, *args, **kwargs):
+        if str(path).endswith(".tmp") and not pruned:
+            pruned.append(cache.delete_unused(tmp_path, 0))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", pruned_first)
+    running.put(KEY, codes)
+    monkeypatch.undo()
+    assert pruned == [(0, 0)] and running.get(KEY) is not None
+    assert json.loads((running.folder / cache.ABOUT_FILE).read_text())["snac_model"] == "snac-a"

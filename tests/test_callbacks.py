@@ -15,7 +15,7 @@ from transformers.integrations import TensorBoardCallback
 from axolotl_orpheus.args import SamplePrompt
 from axolotl_orpheus.listen import speak
 from axolotl_orpheus.listen.callbacks import SpeechSamplesCallback
-from test_plugin import validated
+from helpers import validated
 
 
 @pytest.fixture(scope="module")

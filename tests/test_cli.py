@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from axolotl.cli.config import load_cfg
 
 from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, newest_prepared_dataset
 from axolotl_orpheus.cli.main import main
-from test_data_layouts import voice_folder
-from test_e2e import axolotl
+from helpers import voice_folder
 
 
-def test_init_writes_a_config_that_preprocess_accepts_and_report_plots_it(tmp_path, standins, capsys):
+def test_init_writes_a_config_that_preprocess_accepts_and_report_plots_it(tmp_path, axolotl, standins, capsys):
     out = tmp_path / "finetune.yml"
     main(
         [
@@ -118,3 +118,35 @@ def test_init_counts_speakers_by_the_cells_text(tmp_path, audiofolder_24k, metad
     folder = voice_folder(tmp_path / "voice", audiofolder_24k, rows, ("file_name", "text", "speaker"))
     main(["init", str(folder), "--out", str(tmp_path / "finetune.yml")])
     assert "clips per speaker: 1: 2, 2: 2, 01: 1, (one voice): 1" in capsys.readouterr().out
+
+
+def test_init_voice_names_a_one_speaker_column_and_is_refused_for_several(
+    tmp_path, standins, tokenizer, audiofolder_24k, metadata, capsys
+):
+    """`segment` writes a speaker column of one name: `init --voice tara` on it makes tara the voice of every row
+    (the config says so), where it was silently ignored; on a column of several speakers it is refused."""
+    from axolotl_orpheus import tts
+    from axolotl_orpheus.args import FINGERPRINT_KEY
+    from axolotl_orpheus.prepare.sources import point_at_rows
+    from helpers import load_raw
+
+    rows = [(r["file_name"], r["text"], "voice") for r in metadata]
+    folder = voice_folder(tmp_path / "voice", audiofolder_24k, rows, ("file_name", "text", "speaker"))
+    out = tmp_path / "tara.yml"
+    main(["init", str(folder), "--voice", "tara", "--out", str(out), "--base-model", str(standins["model"])])
+    written = out.read_text()
+    assert "one voice named 'tara' (column 'speaker' says 'voice')" in written
+    entry = yaml.safe_load(written)["datasets"][0]
+    assert entry["message_property_mappings"] == {"speaker": "", "voice": "tara"}
+    entry["message_property_mappings"][FINGERPRINT_KEY] = "test"
+    point_at_rows(entry, "train")
+    strategy = tts.load(tokenizer, {}, entry)
+    assert strategy.columns(load_raw(folder / "metadata.csv")).voice == "tara"
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["init", str(audiofolder_24k), "--voice", "tara", "--out", str(tmp_path / "x.yml")])
+    refused = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
+    assert exited.value.code == 2 and refused.startswith("axolotl-orpheus init: --voice tara: ")
+    assert "names 2 speakers in its column 'speaker'" in refused
+    assert not (tmp_path / "x.yml").exists()

@@ -22,8 +22,7 @@ from axolotl_orpheus.audio import SAMPLE_RATE, load_clip
 from axolotl_orpheus.cli.demo import demo_config, newest_prepared_dataset
 from axolotl_orpheus.prepare import cluster
 from axolotl_orpheus.tts import RowError
-from conftest import write_audio_parquet
-from helpers import prepare
+from helpers import prepare, write_audio_parquet
 from preprocess import make_corpus
 
 SEQUENCE_LEN = 400  # holds every bundled clip (3.2 s at most), not two of them end to end
@@ -82,13 +81,9 @@ def local(tokenizer, standins, voices, parquet_with_bad_rows) -> dict:
     return {path: local_rows(tokenizer, standins, path) for path in (voices / "metadata.csv", parquet_with_bad_rows)}
 
 
-def preprocess(tmp_path, standins, paths, **options) -> tuple[list, dict]:
-    """axolotl's own config loading and preprocess in this process (the Ray driver), encoding on the cluster into
+def preprocess(axolotl, tmp_path, standins, paths, **options) -> tuple[list, dict]:
+    """axolotl's own preprocess in this process (the Ray driver; the `axolotl` fixture), encoding on the cluster into
     a codes cache of the test's own: the prepared rows and the report's total."""
-    from axolotl.cli.args import PreprocessCliArgs
-    from axolotl.cli.config import load_cfg
-    from axolotl.cli.preprocess import do_preprocess
-
     config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
     config.update(
         datasets=[{"path": str(path), "type": "axolotl_orpheus.tts"} for path in paths],
@@ -100,18 +95,16 @@ def preprocess(tmp_path, standins, paths, **options) -> tuple[list, dict]:
     )
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(config))
-    cfg = load_cfg(str(path), is_preprocess=True)
-    cfg.is_preprocess = True
-    do_preprocess(cfg, PreprocessCliArgs(download=False))
+    axolotl("preprocess", path, tmp_path)
     prepared = newest_prepared_dataset(tmp_path / "prepared")
     report = json.loads((prepared / "orpheus_report.json").read_text())["total"]
     return list(load_from_disk(str(prepared))["input_ids"]), report
 
 
-def test_rows_equal_the_local_paths(ray_cluster, tmp_path, standins, parquet_with_bad_rows, local):
+def test_rows_equal_the_local_paths(ray_cluster, axolotl, tmp_path, standins, parquet_with_bad_rows, local):
     """A parquet dataset carrying its audio's bytes (a path dataset's files must be on every node: the next test):
     the local path's rows, and its drops (the bad clip, the long one found by its probe on the cluster)."""
-    rows, report = preprocess(tmp_path, standins, [parquet_with_bad_rows])
+    rows, report = preprocess(axolotl, tmp_path, standins, [parquet_with_bad_rows])
 
     assert rows == local[parquet_with_bad_rows]
     dropped = {reason: entry["count"] for reason, entry in report["dropped"].items()}
@@ -120,7 +113,7 @@ def test_rows_equal_the_local_paths(ray_cluster, tmp_path, standins, parquet_wit
 
 
 def test_an_encoding_actor_lost_mid_run_is_restarted_and_counted(
-    ray_cluster, tmp_path, standins, voices, local, monkeypatch
+    ray_cluster, axolotl, tmp_path, standins, voices, local, monkeypatch
 ):
     """The SNAC actor's process is killed (as a lost node or the OOM killer would) when its first codes reach the
     driver, with chunks still to encode: Ray restarts it and runs them again; the rows are the local path's and the
@@ -141,17 +134,17 @@ def test_an_encoding_actor_lost_mid_run_is_restarted_and_counted(
             yield batch
 
     monkeypatch.setattr(Dataset, "iter_batches", killing_after_the_first)
-    rows, report = preprocess(tmp_path, standins, [voices])
+    rows, report = preprocess(axolotl, tmp_path, standins, [voices])
 
     assert killed and cached[0] > 0  # the first block's codes were in the cache when the second came
     assert rows == local[voices / "metadata.csv"]
     assert report["encode_retries"] == 1
 
 
-def test_a_bad_clip_stops_the_run_naming_its_row_when_asked(ray_cluster, tmp_path, standins, audiofolder_24k):
+def test_a_bad_clip_stops_the_run_naming_its_row_when_asked(ray_cluster, axolotl, tmp_path, standins, audiofolder_24k):
     folder = with_nan_clip(audiofolder_24k, tmp_path / "voice")
     with pytest.raises(RowError, match=r"row 1 \(nan.wav\): 1 samples are NaN or infinite"):
-        preprocess(tmp_path, standins, [folder], orpheus_on_bad_row="raise")
+        preprocess(axolotl, tmp_path, standins, [folder], orpheus_on_bad_row="raise")
 
 
 def test_without_ray_the_error_names_the_extra(monkeypatch, tokenizer, standins, audiofolder_24k):
@@ -166,3 +159,64 @@ def test_the_cluster_options_change_no_row_and_import_no_ray_until_used():
     script = "import sys, axolotl_orpheus.prepare.cluster; print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+HOLDING_FREED_MEMORY_IN_AN_ACTOR = """
+import sys, torch
+from axolotl_orpheus.prepare import cluster
+from axolotl_orpheus.prepare.encoding import EncodeSettings
+
+def resident_pages():
+    return int(open("/proc/self/statm").read().split()[1])
+
+cluster.ray_worker = lambda: ("node:pid", False)  # outside Ray: the rest of the actor's set-up, as Ray runs it
+actor = cluster.SnacEncoder(EncodeSettings(sys.argv[1], 1, False), "cpu", None, 1)
+before = resident_pages()
+torch.ones(16 << 20)  # 64 MB, written through, then freed
+print(resident_pages() - before)
+"""
+
+
+def test_a_snac_actor_keeps_freed_memory_for_its_life(standins):
+    """The actor enters codec.keep_freed_memory for the worker's life: after its set-up a freed 64 MB block stays in
+    the heap for the next layer (as tests/test_codec.py measures), where a context left unreferenced would be
+    collected at once and give glibc's settings back. In a fresh process, without Ray (its start-up is the costly
+    part of this module)."""
+    import resource
+
+    result = subprocess.run(
+        [sys.executable, "-c", HOLDING_FREED_MEMORY_IN_AN_ACTOR, str(standins["snac"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kept = int(result.stdout.split()[-1])
+    assert kept > (64 << 20) // resource.getpagesize() * 3 // 4, result.stdout
+
+
+def test_a_cluster_address_where_nothing_listens_is_named_in_seconds(monkeypatch):
+    """Ray retries an address where nothing listens for minutes: the run stops at once, naming the address and the
+    fix (orpheus_ray_address, or RAY_ADDRESS). No Ray starts."""
+    import socket
+    import time
+
+    from axolotl_orpheus.errors import UserError
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 2.0)
+    started = time.monotonic()
+    with pytest.raises(
+        UserError, match=rf"^nothing answers at the Ray cluster address orpheus_ray_address 127.0.0.1:{port}"
+    ):
+        with cluster.connected(f"127.0.0.1:{port}"):
+            pass
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(UserError, match=rf"address RAY_ADDRESS=127.0.0.1:{port} \(.+\)\. To fix: start the cluster"):
+        with cluster.connected(None):
+            pass
+    assert time.monotonic() - started < 30
+    import ray
+
+    assert not ray.is_initialized()

@@ -15,14 +15,7 @@ import torch
 
 from axolotl_orpheus import codec, devices, layout
 from axolotl_orpheus.codec import encoder
-from conftest import DEVICE
-
-
-def assert_same_codes(got, expected):
-    assert len(got) == len(expected)
-    for clip_got, clip_expected in zip(got, expected):
-        for level_got, level_expected in zip(clip_got, clip_expected):
-            np.testing.assert_array_equal(level_got, level_expected)
+from helpers import DEVICE, assert_same_codes
 
 
 def test_batched_encoding_equals_one_clip_at_a_time(snac_model, speech_24k):

@@ -2,55 +2,26 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from axolotl.cli.config import load_cfg
 from axolotl.prompt_strategies import load as load_strategy
 from axolotl.utils.data.shared import generate_dataset_hash_from_config, load_dataset_with_config
 from axolotl.utils.dict import DictDefault
 from datasets import Audio, Dataset, Features, Value, load_from_disk
 
-from axolotl_orpheus.cli.demo import demo_config
 from axolotl_orpheus.layout import END_OF_TEXT
 from axolotl_orpheus.plugin import OrpheusPlugin
-from helpers import prepare_report
-from test_e2e import axolotl
-
-
-def voice_folder(
-    folder: Path,
-    clips: Path,
-    rows: list[tuple[str, ...]],
-    header=("file_name", "text", "speaker"),
-    metadata: str = "metadata.csv",
-) -> Path:
-    """A folder with a metadata csv of `rows` and the clips they name (those `clips` has)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in {row[0] for row in rows if (clips / row[0]).is_file()}:
-        shutil.copy(clips / name, folder / name)
-    with open(folder / metadata, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([header, *rows])
-    return folder
+from helpers import config_file, prepare_report, voice_folder
 
 
 def prompts(rows: Dataset, tokenizer) -> list[str]:
     """Each row's prompt text, as tokenized between start_of_human's BOS and end_of_text."""
     return [tokenizer.decode(ids[1 : ids.index(END_OF_TEXT)], skip_special_tokens=True) for ids in rows["input_ids"]]
-
-
-def config_file(tmp_path: Path, standins, **changes) -> Path:
-    config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
-    config.update(changes)
-    path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def prepare_as_axolotl(tmp_path: Path, standins, tokenizer, entry: dict, **settings):
@@ -168,7 +139,7 @@ def test_other_recipes_speaker_columns_are_used_and_said(
 
 
 def test_preprocess_reads_split_folders_and_data_files_and_reports_each_split(
-    tmp_path, standins, audiofolder_24k, metadata
+    tmp_path, axolotl, standins, audiofolder_24k, metadata
 ):
     """One `axolotl preprocess` of the layouts users have:
     - the hub's DIR/train/metadata.csv and DIR/test/metadata.csv, audio beside each: `path: DIR` reads the entry's

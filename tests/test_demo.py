@@ -1,4 +1,7 @@
-"""The README's main job: `axolotl-orpheus demo` on a machine where the model hub does not answer."""
+"""The README's main job: `axolotl-orpheus demo` on a machine where the model hub does not answer.
+
+The suite's one run of axolotl's real `preprocess` and `train` processes (`train` through `accelerate launch`); the
+other tests run axolotl's commands in their own process (the `axolotl` fixture, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ def test_demo_preprocesses_trains_and_decodes(tmp_path, cache_home, standins):
     out = tmp_path / "demo"
     cli = Path(sys.executable).parent / "axolotl-orpheus"
     env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    env.pop("AXOLOTL_TEE_STDOUT")  # as users run it: axolotl's stdout tee on (tests/conftest.py turns it off)
     result = subprocess.run(
         [str(cli), "demo", "--out", str(out), "--max-steps", "2"], capture_output=True, text=True, env=env, timeout=900
     )

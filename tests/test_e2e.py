@@ -1,11 +1,9 @@
-"""axolotl's real `preprocess` and `train` commands on raw speech, as a user runs them."""
+"""axolotl's own `preprocess` and `train` commands on raw speech, as a user runs them (in this process: the
+`axolotl` fixture; tests/test_demo.py runs them as processes)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import soundfile
 import yaml
@@ -13,25 +11,11 @@ from datasets import load_from_disk
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.cli.demo import decode_row, demo_config, newest_prepared_dataset
-from reference_recipe import reference_row
-
-
-def axolotl(command: str, config, tmp_path) -> str:
-    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
-    result = subprocess.run(
-        [sys.executable, "-m", "axolotl.cli.main", command, str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"axolotl {command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout + result.stderr
+from helpers import reference_rows
 
 
 def test_preprocess_and_train_on_an_audiofolder_and_parquet(
-    tmp_path, standins, audiofolder_24k, parquet_24k, tokenizer, stock_snac, speech_24k, metadata
+    tmp_path, axolotl, standins, audiofolder_24k, parquet_24k, tokenizer, reference_codes, metadata
 ):
     config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], max_steps=3)
     config["datasets"] = [
@@ -47,9 +31,7 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
     axolotl("preprocess", path, tmp_path)
     prepared = newest_prepared_dataset(tmp_path / "prepared")
     rows = load_from_disk(str(prepared))
-    expected = [
-        reference_row(stock_snac, tokenizer, clip, r["text"], r["speaker"]) for clip, r in zip(speech_24k, metadata)
-    ]
+    expected = reference_rows(reference_codes, tokenizer, metadata)
     assert rows["input_ids"] == expected + expected
     assert rows["labels"] == expected + expected
 
@@ -84,7 +66,7 @@ def test_preprocess_and_train_on_an_audiofolder_and_parquet(
     assert len(samples) == len(layout.speech_frames(expected[0])) * layout.SAMPLES_PER_FRAME == seconds * 24000
 
 
-def test_preprocess_is_deterministic_and_reports_bad_rows(tmp_path, standins, audiofolder_24k, metadata):
+def test_preprocess_is_deterministic_and_reports_bad_rows(tmp_path, axolotl, standins, audiofolder_24k, metadata):
     """Byte-identical prepared rows across runs and dataset_num_proc values; a missing file is counted."""
     import shutil
 
@@ -117,7 +99,7 @@ def test_preprocess_is_deterministic_and_reports_bad_rows(tmp_path, standins, au
     assert set(report["speakers"]) == {"ada", "ben"}
 
 
-def test_shards_preprocessed_apart_make_up_the_whole(tmp_path, standins, audiofolder_24k, metadata):
+def test_shards_preprocessed_apart_make_up_the_whole(tmp_path, axolotl, standins, audiofolder_24k, metadata):
     """The multi-node recipe: each node prepares a shard (axolotl's shards / shards_idx) into one shared codes
     cache; the whole dataset then prepares from that cache alone, and its rows are the union of the shards'."""
     codes = tmp_path / "shared-codes"
@@ -133,13 +115,15 @@ def test_shards_preprocessed_apart_make_up_the_whole(tmp_path, standins, audiofo
         path = tmp_path / f"{name}.yml"
         path.write_text(yaml.safe_dump(config))
         log = axolotl("preprocess", path, tmp_path)
+        # The package's INFO lines reach axolotl's log: which SNAC path runs, where a shard encodes.
+        assert (f"SNAC {standins['snac']} on cpu: " in log) == (name != "whole"), log[-3000:]
         rows[name] = list(load_from_disk(str(newest_prepared_dataset(tmp_path / name)))["input_ids"])
     assert "Orpheus: 6 rows, 0 clips (0.0 min) to encode" in log  # the whole: every code from the shards
     assert len(rows["shard-0"]) == len(rows["shard-1"]) == len(metadata) // 2
     assert sorted(rows["shard-0"] + rows["shard-1"]) == sorted(rows["whole"])
 
 
-def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(tmp_path, standins, tokenizer, capsys):
+def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(tmp_path, axolotl, standins, tokenizer, capsys):
     """`orpheus_eval_samples` inside axolotl's real train: every evaluation logs every eval_orpheus_* score, and
     metric_for_best_model: eval_orpheus_cer keeps the lowest even where the config says greater_is_better: true.
     Then `evaluate` scores a checkpoint on the prepared rows, whose voices it reads from their report."""
@@ -165,6 +149,8 @@ def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(tmp_path,
     path.write_text(yaml.safe_dump(config))
     axolotl("preprocess", path, tmp_path)
     log = axolotl("train", path, tmp_path)
+    # The judges' INFO lines reach axolotl's log, as the package's other lines do.
+    assert f"ASR {standins['asr']} on cpu" in log and f"Speaker model {standins['speaker']} on cpu" in log
 
     model = tmp_path / "model"
     state = json.loads((model / "checkpoint-4" / "trainer_state.json").read_text())
@@ -175,6 +161,7 @@ def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(tmp_path,
         assert f"Orpheus: scored 2 samples at step {entry['step']} in " in log  # the cost, per evaluation
         scored = json.loads((model / "orpheus_samples" / f"step-{entry['step']}" / "metrics.json").read_text())
         assert scored["mean"]["orpheus_cer"] == entry["eval_orpheus_cer"]
+        assert 1 <= entry["eval_orpheus_dnsmos"] == scored["mean"]["orpheus_dnsmos"] <= 5  # the real DNSMOS
         assert {sample["voice"] for sample in scored["samples"]} <= {"ada", "ben"}  # read back from the report
     saved = {entry["step"]: entry["eval_orpheus_cer"] for entry in evaluations if entry["step"] in (2, 4)}
     assert state["best_metric"] == min(saved.values())

@@ -15,7 +15,7 @@ from axolotl_orpheus.codec import encoder
 from axolotl_orpheus.prepare import encoding
 from axolotl_orpheus.prepare.cache import CodesCache
 from axolotl_orpheus.prepare.encoding import BATCHES_PER_CHUNK, AudioColumn, EncodeSettings, Job, length_chunks
-from conftest import CLIPS_DIR
+from helpers import CLIPS_DIR
 
 
 def jobs_of(seconds: list[float]) -> list[Job]:
@@ -60,23 +60,22 @@ def good_clips_and_a_bad_one(folder) -> list[str]:
     return goods
 
 
-def test_a_bad_clip_in_one_process_stops_every_process_sharing_the_work(monkeypatch, tmp_path, standins):
-    """In raise mode the process that meets a clip found bad when decoded sets the shared stop event, and a
+def test_a_bad_clip_in_one_process_stops_every_process_sharing_the_work(tmp_path, standins):
+    """In raise mode the process that meets a clip found bad when decoded sets the shared stop flag, and a
     process that sees it set encodes nothing more (each half checked in this process, with a threading.Event
-    for the spawned processes' one)."""
+    for the spawned processes' StopFlag)."""
     goods = good_clips_and_a_bad_one(tmp_path)
     settings = EncodeSettings(str(standins["snac"]), batch_size=1, compile=False, stop_at_failure=True)
     cache = CodesCache(tmp_path / "codes", "digest")
     stop = threading.Event()
-    monkeypatch.setattr(encoding, "_stop", stop)
 
-    failed = encoding.encode_share(*share_of(tmp_path, ["bad.wav", *goods]), cache, settings, "cpu")
+    failed = encoding.encode_share(*share_of(tmp_path, ["bad.wav", *goods]), cache, settings, "cpu", stop=stop)
     assert list(failed) == [0] and stop.is_set() and list(cache.folder.rglob("*.codes")) == []
 
-    assert encoding.encode_share(*share_of(tmp_path, goods), cache, settings, "cpu") == {}
+    assert encoding.encode_share(*share_of(tmp_path, goods), cache, settings, "cpu", stop=stop) == {}
     assert list(cache.folder.rglob("*.codes")) == []  # the other process's bad clip stopped this one too
     stop.clear()
-    assert encoding.encode_share(*share_of(tmp_path, goods), cache, settings, "cpu") == {}
+    assert encoding.encode_share(*share_of(tmp_path, goods), cache, settings, "cpu", stop=stop) == {}
     assert len(list(cache.folder.rglob("*.codes"))) == len(goods)
 
 

@@ -27,9 +27,7 @@ from axolotl_orpheus.listen import speak
 from axolotl_orpheus.listen.callbacks import SpeechScorer
 from axolotl_orpheus.listen.evaluation import METRICS, Evaluation, prepared_rows, split_voice, text_rows
 from axolotl_orpheus.plugin import OrpheusPlugin
-from conftest import CLIPS_DIR
-from helpers import usage_error
-from test_plugin import validated
+from helpers import CLIPS_DIR, usage_error, validated
 
 SAMPLE_KEYS = {
     "wav",
@@ -294,8 +292,8 @@ def test_evaluate_compares_checkpoints_on_texts_through_the_cli(tmp_path, standi
     assert "either --prepared DIR or --texts FILE" in usage_error(
         capsys, ["evaluate", "--model", "m", "--out", str(out)]
     )
-    with pytest.raises(SystemExit, match="is not a prepared dataset; give dataset_prepared_path/<hash>"):
-        cli_main(["evaluate", "--model", "m", "--prepared", str(tmp_path), "--out", str(out)])
+    refused = usage_error(capsys, ["evaluate", "--model", "m", "--prepared", str(tmp_path), "--out", str(out)])
+    assert "is not a prepared dataset; give dataset_prepared_path/<hash>" in refused
 
 
 def test_check_transcripts_lists_the_rows_over_the_threshold_worst_first(tmp_path, standins, capsys):
@@ -326,3 +324,105 @@ def test_check_transcripts_lists_the_rows_over_the_threshold_worst_first(tmp_pat
     assert cers == sorted(cers, reverse=True) and all(cer > 0.5 for cer in cers)
     assert summary["flagged"] == len(cers) == sum(1 for line in out.with_suffix(".csv").read_text().splitlines()[1:])
     assert f"{summary['checked']} of 6 clips transcribed" in printed and "1 unreadable" in printed
+
+
+# A user's mistakes in evaluate, speak, decode and check-transcripts: one line each, before any work.
+
+
+def judged_by(standins) -> dict:
+    return {
+        "asr_model": str(standins["asr"]),
+        "speaker_model": str(standins["speaker"]),
+        "snac_model": str(standins["snac"]),
+        "device": "cpu",
+    }
+
+
+def test_every_model_and_reference_is_checked_before_any_work(tmp_path, standins, monkeypatch, capsys):
+    """`evaluate --model good --model typo` used to score the first model, then die in a traceback without a table:
+    each model (a folder with config.json, an adapter whose base is one, or a hub id the hub serves) and each
+    reference clip is checked before SNAC or any model loads. `speak` says the same of a wrong --model."""
+    from axolotl_orpheus.errors import UserError
+    from axolotl_orpheus.listen import evaluation
+
+    monkeypatch.setattr(evaluation.codec, "load_snac", lambda *args, **kwargs: pytest.fail("the work began"))
+    model, out = str(standins["model"]), tmp_path / "out"
+    texts = {"texts": ["Hello there."], **judged_by(standins)}
+    typo = tmp_path / "typo"
+    with pytest.raises(UserError, match=rf"^no model '{typo}': no such folder, nor a model the hub serves \(.+\)\. To"):
+        evaluation.evaluate_checkpoints([model, str(typo)], out, **texts)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=f"^{tmp_path / 'empty'} is a folder with no config.json or adapter_config"):
+        evaluation.evaluate_checkpoints([str(tmp_path / "empty")], out, **texts)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
+    with pytest.raises(UserError, match=f"^the LoRA adapter {adapter} is for the base model '{tmp_path / 'gone'}', wh"):
+        evaluation.evaluate_checkpoints([model, str(adapter)], out, **texts)
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(UserError, match=f"^--reference {missing}: audio file not found: {missing}. To fix"):
+        evaluation.evaluate_checkpoints([model], out, references=[missing], **texts)
+    assert not out.exists()
+
+    refused = usage_error(capsys, ["speak", "--model", str(typo), "--text", "Hi.", "--out", str(tmp_path / "a.wav")])
+    assert f"no model '{typo}': no such folder" in refused
+
+
+def test_rows_beyond_the_data_are_said_and_no_rows_are_refused(tmp_path, standins, tokenizer, caplog, monkeypatch):
+    """--rows above the prepared rows speaks those there are and says so, before the work; --rows 0 or less is
+    refused in one line (it used to reach the speaker model with no clips)."""
+    from datasets import Dataset
+
+    from axolotl_orpheus.errors import UserError
+    from axolotl_orpheus.listen import evaluation
+    from axolotl_orpheus.listen.evaluation import evaluate_checkpoints, read_texts
+
+    frames = layout.interleave(np.arange(4), np.arange(8), np.arange(16))
+    prepared = tmp_path / "prepared"
+    Dataset.from_dict({"input_ids": [row_of(tokenizer, text, None, frames) for text in ("Hi.", "Bye.")]}).save_to_disk(
+        str(prepared)
+    )
+    model, out = str(standins["model"]), tmp_path / "out"
+    for rows in (0, -3):
+        with pytest.raises(UserError, match=rf"^--rows {rows}: give how many of the prepared rows to speak, 1 or more"):
+            evaluate_checkpoints([model], out, prepared=prepared, rows=rows, **judged_by(standins))
+    spoken = []
+    monkeypatch.setattr(evaluation, "prepared_rows", lambda input_ids, *args: spoken.append(input_ids) or [])
+    monkeypatch.setattr(
+        evaluation.Evaluation, "run", lambda self, model, rows, folder: folder.mkdir(parents=True) or {}
+    )
+    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.listen.evaluation"):
+        evaluate_checkpoints([model], out, prepared=prepared, rows=5, **judged_by(standins))
+    assert f"--rows 5: {prepared} holds 2 rows; speaking those 2" in caplog.text
+    assert [len(ids) for ids in spoken] == [2]
+
+    with pytest.raises(UserError, match=f"^--texts {tmp_path / 'texts.txt'}: no such file. To fix"):
+        read_texts(tmp_path / "texts.txt")
+    (tmp_path / "texts.txt").write_text("One.\n\n Two. \n")
+    assert read_texts(tmp_path / "texts.txt") == ["One.", "Two."]
+
+
+def test_eval_samples_beyond_the_eval_split_are_said(tmp_path, tiny_model, tokenizer, standins, caplog):
+    frames = layout.interleave(np.arange(4), np.arange(8), np.arange(16))
+    trainer = trainer_for(tmp_path, tiny_model, tokenizer, [row_of(tokenizer, "Hi.", "ada", frames)])
+    settings = OrpheusArgs(
+        orpheus_eval_samples=8,
+        orpheus_snac_model=str(standins["snac"]),
+        orpheus_asr_model=str(standins["asr"]),
+        orpheus_speaker_model=str(standins["speaker"]),
+    )
+    scorer = SpeechScorer(trainer, settings, voices={"ada"})
+    with caplog.at_level(logging.WARNING, logger="axolotl_orpheus.listen.callbacks"):
+        scorer.on_train_begin(None, trainer.state, None, model=tiny_model)
+    assert "orpheus_eval_samples: 8, but the eval split holds 1 rows: scoring those 1" in caplog.text
+    assert len(scorer.rows) == 1
+
+
+def test_decode_and_check_transcripts_refuse_a_wrong_path_at_once(tmp_path, capsys):
+    from axolotl_orpheus.errors import UserError
+    from axolotl_orpheus.recordings.transcripts import check_transcripts
+
+    refused = usage_error(capsys, ["decode", "--prepared", str(tmp_path), "--out", str(tmp_path / "row.wav")])
+    assert f"{tmp_path} is not a prepared dataset; give dataset_prepared_path/<hash>" in refused
+    with pytest.raises(UserError, match=f"^cannot load the dataset {tmp_path / 'nowhere'}: "):
+        check_transcripts(str(tmp_path / "nowhere"), lambda: pytest.fail("the ASR loaded before the dataset opened"))

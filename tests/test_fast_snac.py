@@ -11,7 +11,10 @@ from snac.layers import Snake1d
 
 from axolotl_orpheus import codec
 from axolotl_orpheus.codec.fast import in_place, kernel_forms, kernels
-from test_codec import assert_same_codes
+from helpers import assert_same_codes
+
+# These tests load SNAC under patched kernels and checks: each load is the package's own, never the one kept.
+pytestmark = pytest.mark.fresh_snac_loads
 
 # Where the machine lacks what a kernel needs, SNAC runs torch's paths (tested) and these tests have nothing to check.
 needs_c_kernels = pytest.mark.skipif(kernels.library() is None, reason="no C compiler with OpenMP: no C kernels")

@@ -15,6 +15,7 @@ from axolotl.utils.dict import DictDefault
 from axolotl_orpheus.args import FINGERPRINT_KEY, SOURCE_KEY
 from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, demo_config
 from axolotl_orpheus.plugin import OrpheusPlugin
+from helpers import validated
 
 # A value other than the default for every orpheus_* key.
 CHANGED_SETTINGS = {
@@ -31,15 +32,9 @@ CHANGED_SETTINGS = {
     "orpheus_on_bad_row": "raise",
     "orpheus_max_seconds": 30,
     "orpheus_min_seconds": 0.5,
+    "orpheus_dnsmos": True,
+    "orpheus_min_dnsmos": 3.0,
 }
-
-
-def validated(tmp_path, standins, **changes) -> DictDefault:
-    config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
-    config.update(changes)
-    path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump(config))
-    return load_cfg(str(path))
 
 
 def prepared_hash(cfg: DictDefault) -> str:
@@ -184,3 +179,61 @@ def test_per_dataset_keys_survive_validation(tmp_path, standins):
     mappings = cfg.datasets[0].message_property_mappings
     assert (mappings["voice"], mappings["text"]) == ("tara", "sentence")
     assert FINGERPRINT_KEY in mappings
+
+
+LOADING_SNAC_IN_AXOLOTL = """
+import sys
+import axolotl.cli  # sets up axolotl's logging, as its commands do
+from axolotl_orpheus import codec
+from axolotl_orpheus.plugin import OrpheusPlugin
+
+OrpheusPlugin().register({})  # as axolotl's config loading does
+codec.load_snac(sys.argv[1], "cpu", cpu_kernels=False)
+"""
+
+
+def test_the_packages_info_lines_reach_axolotls_log(standins):
+    """axolotl shows INFO lines of loggers that its own setup lets through: the plugin's registration lets through
+    the package's (one logging.getLogger(__name__) per module, under the logger axolotl_orpheus), e.g. which SNAC
+    path runs. (tests/test_e2e.py reads the same line from a real `axolotl preprocess` log.)"""
+    result = subprocess.run(
+        [sys.executable, "-c", LOADING_SNAC_IN_AXOLOTL, str(standins["snac"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = f"[INFO] [axolotl_orpheus.codec.loading] SNAC {standins['snac']} on cpu: torch's kernels"
+    assert line in result.stdout, result.stdout + result.stderr
+
+
+def test_the_report_counts_the_orpheus_rows_beside_another_dataset(
+    tmp_path, axolotl, standins, tokenizer, audiofolder_24k
+):
+    """A config mixing an Orpheus dataset with another (rows tokenized elsewhere, which axolotl takes as they are):
+    the saved rows hold both, and the report's figures are the Orpheus rows' alone (no negative
+    dropped_by_axolotl)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import load_from_disk
+
+    from axolotl_orpheus.cli.demo import newest_prepared_dataset
+
+    ids = [tokenizer(f"A plain text row, number {n}.")["input_ids"] for n in range(5)]
+    other = tmp_path / "tokenized.parquet"
+    columns = {"input_ids": (ids, pa.int64()), "attention_mask": ([[1] * len(i) for i in ids], pa.int8())}
+    columns["labels"] = (ids, pa.int64())
+    pq.write_table(pa.table({name: pa.array(v, pa.list_(kind)) for name, (v, kind) in columns.items()}), other)
+    config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
+    config["datasets"] = [
+        {"path": str(audiofolder_24k), "type": "axolotl_orpheus.tts"},
+        {"path": str(other), "ds_type": "parquet", "type": "completion"},
+    ]
+    path = tmp_path / "mixed.yml"
+    path.write_text(yaml.safe_dump(config))
+    axolotl("preprocess", path, tmp_path)
+    prepared = newest_prepared_dataset(tmp_path / "prepared")
+    total = json.loads((prepared / "orpheus_report.json").read_text())["total"]
+    assert len(load_from_disk(str(prepared))) == 6 + 5
+    assert (total["rows_in"], total["rows_out"]) == (6, 6) and "dropped_by_axolotl" not in total

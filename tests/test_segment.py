@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,13 @@ from hypothesis import strategies as st
 from axolotl_orpheus import audio
 from axolotl_orpheus.cli.demo import newest_prepared_dataset
 from axolotl_orpheus.cli.main import main
+from axolotl_orpheus.errors import UserError
 from axolotl_orpheus.listen import scoring
 from axolotl_orpheus.listen.asr import Transcript, Word
 from axolotl_orpheus.recordings import cuts, segment
 from axolotl_orpheus.recordings import vad as speech_finding
+from helpers import usage_error
 from segment_speed import Utterance, bundled_speech, join
-from test_e2e import axolotl
 
 W = cuts.WINDOW_SECONDS
 
@@ -355,14 +357,17 @@ def test_segment_command_transcribes_with_whisper_and_reports_the_bad_recording(
     assert all(row["text"] for row in kept) and {c["reason"] for c in report["dropped_clips"]} <= {"no_words"}
     assert sorted(p.name for p in out.glob("*.wav")) == sorted(row["file_name"] for row in kept)
 
-    with pytest.raises(SystemExit, match=r"broken\.wav.*--on-bad raise"):
-        main(["segment", str(folder_of_recordings), "--out", str(tmp_path / "other"), "--on-bad", "raise"])
-    with pytest.raises(SystemExit, match="already holds a metadata.csv"):
-        main(["segment", str(folder_of_recordings), "--out", str(out)])
+    refused = usage_error(
+        capsys, ["segment", str(folder_of_recordings), "--out", str(tmp_path / "other"), "--on-bad", "raise"]
+    )
+    assert re.search(r"broken\.wav.*--on-bad raise", refused)
+    assert "already holds a metadata.csv" in usage_error(
+        capsys, ["segment", str(folder_of_recordings), "--out", str(out)]
+    )
 
 
 def test_segment_with_transcripts_then_init_and_preprocess_read_the_folder(
-    tmp_path, standins, folder_of_recordings, speech, capsys
+    tmp_path, axolotl, standins, folder_of_recordings, speech, capsys
 ):
     out = tmp_path / "voice"
     recordings = [str(folder_of_recordings / "chapter-1.flac"), str(folder_of_recordings / "chapter-2.wav")]
@@ -412,3 +417,131 @@ def test_segment_with_transcripts_then_init_and_preprocess_read_the_folder(
     total = json.loads((prepared / "orpheus_report.json").read_text())["total"]
     assert (total["rows_in"], total["rows_out"], total["dropped"]) == (6, 6, {})
     assert set(total["speakers"]) == {"voice"}
+
+
+# What a new user gets wrong, and what segment says to them.
+
+
+def test_clip_names_are_unique_whatever_the_recordings_are_called(tmp_path, speech):
+    """a.wav, x/a.wav and a-2.wav each get clip names of their own: no clip overwrites another's wav, and
+    metadata.csv lists each once."""
+    recordings = tmp_path / "recordings"
+    for name in ("a.wav", "x/a.wav", "a-2.wav"):
+        (recordings / name).parent.mkdir(parents=True, exist_ok=True)
+        join(recordings / name, speech[:2], 24000, 1, [0.8, 0.8])
+    out = tmp_path / "voice"
+    report = segment.segment_recordings([str(recordings)], str(out), load_asr=lambda: ScriptedASR(["Words."] * 99))
+    names = [row["file_name"] for row in rows(out)]
+    assert report["clips"] == len(names) == len(set(names)) >= 3
+    assert sorted(path.name for path in out.glob("*.wav")) == sorted(names)
+    assert {row["source"] for row in rows(out)} == {str(recordings / n) for n in ("a.wav", "x/a.wav", "a-2.wav")}
+
+
+def test_a_recording_without_speech_is_an_error_and_no_dataset(tmp_path, capsys):
+    """Quiet noise alone: segment says there is no speech and writes no metadata.csv (a header without rows would
+    fail init and preprocess later), exit code 2; a header-only metadata.csv is refused in one line by init's
+    survey and by axolotl's loading through the plugin."""
+    from axolotl_orpheus.errors import UserError
+    from axolotl_orpheus.prepare.sources import point_at_rows
+    from axolotl_orpheus.recordings import survey
+
+    noise = tmp_path / "room.wav"
+    soundfile.write(noise, np.random.default_rng(0).normal(0, 0.003, 5 * 16000).astype(np.float32), 16000)
+    out = tmp_path / "voice"
+    with pytest.raises(UserError, match=r"no speech found in 1 recording \(5.0 s\)"):
+        segment.segment_recordings([str(noise)], str(out), load_asr=lambda: pytest.fail("no speech: no ASR"))
+    assert not (out / "metadata.csv").exists() and (out / segment.REPORT_FILE).is_file()
+    with pytest.raises(SystemExit) as exited:
+        main(["segment", str(noise), "--out", str(tmp_path / "again")])
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
+    assert exited.value.code == 2 and last_line.startswith("axolotl-orpheus segment: no speech found in 1 recording")
+
+    (tmp_path / "header").mkdir()
+    (tmp_path / "header" / "metadata.csv").write_text(",".join(segment.METADATA_COLUMNS) + "\n")
+    with pytest.raises(UserError, match="metadata.csv has a header but no rows. To fix: add a row per clip"):
+        survey.survey(str(tmp_path / "header"))
+    with pytest.raises(UserError, match="has a header but no rows"):
+        point_at_rows({"path": str(tmp_path / "header"), "type": "axolotl_orpheus.tts"}, "train")
+
+
+def test_paths_the_user_got_wrong_are_named(tmp_path, speech, capsys):
+    """--out naming a file, --out naming the folder of recordings, a recording that is not there: one line each,
+    exit code 2, before any work."""
+    from helpers import usage_error
+
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    join(recordings / "a.wav", speech[:1], 24000, 1, [0.8])
+    (tmp_path / "notes.txt").write_text("not a folder")
+    refused = usage_error(capsys, ["segment", str(recordings), "--out", str(tmp_path / "notes.txt")])
+    assert f"--out {tmp_path / 'notes.txt'} is a file" in refused
+    refused = usage_error(capsys, ["segment", str(recordings), "--out", str(recordings)])
+    assert f"--out {recordings} is the folder of recordings" in refused
+    refused = usage_error(capsys, ["segment", str(tmp_path / "typo.wav"), "--out", str(tmp_path / "voice")])
+    assert f"no recording {tmp_path / 'typo.wav'}: no such file or folder" in refused
+    assert not (tmp_path / "voice").exists()
+
+
+def test_nan_samples_are_reported_where_they_are(tmp_path, speech, vad):
+    samples = np.random.default_rng(0).normal(0, 0.01, 4 * 16000).astype(np.float32)
+    samples[int(2.5 * 16000) : int(2.6 * 16000)] = np.nan
+    soundfile.write(tmp_path / "nan.wav", samples, 16000, subtype="FLOAT")
+    with pytest.raises(audio.AudioError, match=r"^1600 samples from 2.50 s to 2.60 s are NaN or infinite$"):
+        speech_finding.find_clips(tmp_path / "nan.wav", vad, min_seconds=1, max_seconds=20)
+
+
+def test_a_float_recording_louder_than_full_scale_keeps_its_samples(tmp_path, speech):
+    """A float recording peaking above 1 is cut into 32-bit float clips holding its very samples (16 bits would
+    clip them), and the report and summary say so; clips within full scale stay 16-bit."""
+    loud = tmp_path / "loud.wav"
+    join(tmp_path / "plain.wav", speech[:2], 24000, 1, [0.8, 0.8])
+    plain = soundfile.read(tmp_path / "plain.wav", dtype="float32")[0]
+    soundfile.write(loud, 3 * plain, 24000, subtype="FLOAT")
+    out = tmp_path / "voice"
+    report = segment.segment_recordings(
+        [str(loud), str(tmp_path / "plain.wav")], str(out), load_asr=lambda: ScriptedASR(["Words."] * 99)
+    )
+    assert report["clips_above_full_scale"] == 2 and "2 clips peak above full scale" in segment.summary(report)
+    for row in rows(out):
+        info = soundfile.info(out / row["file_name"])
+        clip = soundfile.read(out / row["file_name"], dtype="float32")[0]
+        source = 3 * plain
+        if row["source"] == str(loud):  # the very samples, where the report's rounded start puts them
+            assert info.subtype == "FLOAT" and np.abs(clip).max() > 1
+            start = round(float(row["start"]) * 24000)
+            assert any(np.array_equal(clip, source[at : at + len(clip)]) for at in range(start - 30, start + 31))
+        else:
+            assert info.subtype == "PCM_16"
+
+
+def test_a_whisper_that_cannot_time_words_is_refused_before_the_speech_pass(tmp_path, standins, monkeypatch):
+    """--transcript needs Whisper's word times, which need alignment_heads in its generation config: a model
+    without them is named with the fix at once, not after the speech pass in transformers' words."""
+    import shutil
+
+    from axolotl_orpheus.errors import UserError
+
+    whisper = tmp_path / "whisper"
+    shutil.copytree(standins["asr"], whisper)
+    generation = json.loads((whisper / "generation_config.json").read_text())
+    del generation["alignment_heads"]
+    (whisper / "generation_config.json").write_text(json.dumps(generation))
+    join(tmp_path / "a.wav", [], 24000, 1, [])
+    (tmp_path / "a.txt").write_text("Some words.")
+    monkeypatch.setattr(segment, "find_clips", lambda *args: pytest.fail("the speech pass ran"))
+    with pytest.raises(UserError, match=f"the ASR model {whisper} cannot time words: .* no alignment_heads. To fix"):
+        segment.segment_recordings(
+            [str(tmp_path / "a.wav")],
+            str(tmp_path / "voice"),
+            transcript=str(tmp_path / "a.txt"),
+            asr_model=str(whisper),
+        )
+
+
+def test_a_recording_that_cannot_be_read_is_named_in_one_sentence(tmp_path):
+    (tmp_path / "broken.wav").write_bytes(b"RIFF, but not a wav at all")
+    with pytest.raises(UserError) as stopped:
+        segment.segment_recordings(
+            [str(tmp_path / "broken.wav")], str(tmp_path / "voice"), on_bad="raise", load_asr=lambda: None
+        )
+    assert "Format not recognised. To fix:" in str(stopped.value)

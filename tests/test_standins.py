@@ -1,23 +1,14 @@
-import os
-
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["AXOLOTL_DO_NOT_TRACK"] = "1"
+"""The offline stand-ins (axolotl_orpheus.cli.standins), as the session's fixture built them (tests/conftest.py)."""
 
 import json
 import time
 from pathlib import Path
 
-import pytest
 import snac
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from axolotl_orpheus.cli.standins import build_snac, build_standins
-
-
-@pytest.fixture(scope="module")
-def standins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_standins(tmp_path_factory.mktemp("standins") / "cache")
 
 
 def test_tokenizer_has_orpheus_layout(standins: dict[str, Path]) -> None:

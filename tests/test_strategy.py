@@ -10,21 +10,13 @@ import soundfile
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.audio import SAMPLE_RATE
-from helpers import load_raw, prepare
-from reference_recipe import reference_row
+from helpers import load_raw, prepare, prepare_report, reference_rows
 
 
 @pytest.fixture
 def rows_for(tokenizer, standins):
     """prepare() with the stand-in tokenizer and SNAC."""
     return partial(prepare, tokenizer, orpheus_snac_model=str(standins["snac"]))
-
-
-def reference_rows(stock_snac, tokenizer, speech, metadata, speaker=True, dedupe=True):
-    return [
-        reference_row(stock_snac, tokenizer, clip, row["text"], row["speaker"] if speaker else None, dedupe)
-        for clip, row in zip(speech, metadata)
-    ]
 
 
 @pytest.mark.parametrize(("layout_name", "cpu_kernels"), [("audiofolder", True), ("parquet", False)])
@@ -35,8 +27,7 @@ def test_rows_equal_reference_recipe(
     audiofolder_24k,
     parquet_24k,
     tokenizer,
-    stock_snac,
-    speech_24k,
+    reference_codes,
     metadata,
     caplog,
 ):
@@ -48,25 +39,25 @@ def test_rows_equal_reference_recipe(
             orpheus_cpu_kernels=cpu_kernels,
         )
     assert ("on cpu: torch's kernels (orpheus_cpu_kernels: false)" in caplog.text) == (not cpu_kernels)
-    expected = reference_rows(stock_snac, tokenizer, speech_24k, metadata)
+    expected = reference_rows(reference_codes, tokenizer, metadata)
     assert rows.column_names == ["input_ids", "attention_mask", "labels"]
     assert rows["input_ids"] == expected
     assert rows["labels"] == expected
     assert rows["attention_mask"] == [[1] * len(ids) for ids in expected]
 
 
-def test_rows_without_speaker_column_use_the_text_alone(
-    rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata
-):
+def test_rows_without_speaker_column_use_the_text_alone(rows_for, parquet_24k, tokenizer, reference_codes, metadata):
     dataset = load_raw(parquet_24k).remove_columns("speaker")
     rows = rows_for(parquet_24k, dataset)
-    assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, speaker=False)
+    assert rows["input_ids"] == reference_rows(reference_codes, tokenizer, metadata, speaker=False)
 
 
-def test_keeping_duplicate_frames_keeps_every_frame(rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata):
+def test_keeping_duplicate_frames_keeps_every_frame(
+    rows_for, parquet_24k, tokenizer, reference_codes, speech_24k, metadata
+):
     """With dedupe off a row holds 7 tokens for every 2048 samples (rounded up), as the recipe's codes."""
     rows = rows_for(parquet_24k, orpheus_remove_duplicate_frames=False)
-    assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, dedupe=False)
+    assert rows["input_ids"] == reference_rows(reference_codes, tokenizer, metadata, dedupe=False)
     for ids, clip in zip(rows["input_ids"], speech_24k):
         assert len(layout.speech_frames(ids)) == -(-len(clip) // layout.SAMPLES_PER_FRAME)
 
@@ -137,10 +128,8 @@ def test_any_format_rate_and_channel_count(rows_for, tmp_path, stock_snac, metad
         np.testing.assert_array_equal(layout.speech_frames(ids), expected, err_msg=name)
 
 
-def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, stock_snac, speech_24k, metadata):
+def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, reference_codes, metadata):
     """message_property_mappings in a dataset entry: its own column names, and one voice for all its rows."""
-    from helpers import prepare_report
-
     dataset = load_raw(parquet_24k).rename_columns({"audio": "wav", "text": "sentence"}).remove_columns("speaker")
     rows, report = prepare_report(
         tokenizer,
@@ -149,10 +138,7 @@ def test_per_dataset_columns_and_voice(tokenizer, standins, parquet_24k, stock_s
         mappings={"audio": "wav", "text": "sentence", "voice": "tara"},
         orpheus_snac_model=str(standins["snac"]),
     )
-    expected = [
-        reference_row(stock_snac, tokenizer, clip, row["text"], "tara") for clip, row in zip(speech_24k, metadata)
-    ]
-    assert rows["input_ids"] == expected
+    assert rows["input_ids"] == reference_rows(reference_codes, tokenizer, metadata, speaker="tara")
     assert list(report.speaker_rows) == ["tara"]
 
 
@@ -184,10 +170,10 @@ def test_a_snac_model_that_is_not_24khz_is_refused(rows_for, parquet_24k, tmp_pa
 
 
 def test_an_empty_speaker_column_name_asks_for_text_only_prompts(
-    rows_for, parquet_24k, tokenizer, stock_snac, speech_24k, metadata
+    rows_for, parquet_24k, tokenizer, reference_codes, metadata
 ):
     rows = rows_for(parquet_24k, orpheus_speaker_column="")
-    assert rows["input_ids"] == reference_rows(stock_snac, tokenizer, speech_24k, metadata, speaker=False)
+    assert rows["input_ids"] == reference_rows(reference_codes, tokenizer, metadata, speaker=False)
 
 
 def test_a_transcript_quoting_special_tokens_stays_text_in_the_row(rows_for, tmp_path, audiofolder_24k, tokenizer):

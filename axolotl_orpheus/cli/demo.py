@@ -14,6 +14,7 @@ import yaml
 
 from axolotl_orpheus.args import DEFAULT_BASE_MODEL, DEFAULT_SNAC_MODEL
 from axolotl_orpheus.cli import options
+from axolotl_orpheus.errors import UserError
 
 DATA = resources.files("axolotl_orpheus") / "data"
 BUNDLED_CLIPS = DATA / "clips"
@@ -27,13 +28,18 @@ def decode_row(prepared_dir: Path, row: int, snac_model: str, out: Path, device:
     from axolotl_orpheus import codec, layout
     from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
 
+    if not (Path(prepared_dir) / "dataset_info.json").is_file():
+        raise UserError(
+            f"{prepared_dir} is not a prepared dataset; give dataset_prepared_path/<hash>, the folder `axolotl "
+            "preprocess` wrote"
+        )
     rows = load_from_disk(str(prepared_dir))
     if not 0 <= row < len(rows):
-        raise SystemExit(f"{prepared_dir} has rows 0..{len(rows) - 1}; there is no row {row}")
+        raise UserError(f"{prepared_dir} has rows 0..{len(rows) - 1}; there is no row {row}")
     try:
         frames = layout.speech_frames(rows[row]["input_ids"])
     except ValueError as exc:
-        raise SystemExit(f"row {row} of {prepared_dir} is not a well-formed Orpheus row: {exc}") from exc
+        raise UserError(f"row {row} of {prepared_dir} is not a well-formed Orpheus row: {exc}") from exc
     samples = codec.decode(codec.load_snac(snac_model, device), layout.deinterleave(frames))
     write_wav(out, samples, SAMPLE_RATE)
     return len(samples) / SAMPLE_RATE
@@ -70,7 +76,7 @@ def newest_prepared_dataset(prepared_root: Path) -> Path:
     """The prepared dataset folder `axolotl preprocess` just wrote (dataset_prepared_path/<hash>)."""
     folders = [p.parent for p in prepared_root.glob("*/dataset_info.json")]
     if not folders:
-        raise SystemExit(f"no prepared dataset under {prepared_root}")
+        raise UserError(f"no prepared dataset under {prepared_root}")
     return max(folders, key=lambda p: p.stat().st_mtime)
 
 

@@ -10,15 +10,13 @@ from axolotl_orpheus.errors import UserError
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from axolotl_orpheus.listen.evaluation import evaluate_checkpoints, metrics_table
+    from axolotl_orpheus.listen.evaluation import evaluate_checkpoints, metrics_table, read_texts
 
     if (args.prepared is None) == (args.texts is None):
         raise UserError("give the rows to speak, either --prepared DIR or --texts FILE")
     texts = None
     if args.texts:
-        texts = [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts:
-            raise UserError(f"{args.texts} holds no text; write one sentence per line")
+        texts = read_texts(Path(args.texts))
     reports = evaluate_checkpoints(
         args.model,
         Path(args.out),

@@ -1,6 +1,6 @@
 """`axolotl-orpheus`: from recordings to a voice, with `axolotl preprocess` and `axolotl train` in between.
 
-  segment -> init -> check-transcripts -> (axolotl preprocess) -> report -> (axolotl train) -> evaluate -> speak
+  segment -> init -> check -> (axolotl preprocess) -> report -> (axolotl train) -> evaluate -> speak
 
 Each command's `--help` shows its options and their defaults."""
 
@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from axolotl_orpheus.cli import data, demo, listen
+from axolotl_orpheus.cli import data, demo, listen, serve, share
 from axolotl_orpheus.errors import UserError
+from axolotl_orpheus.logs import show_info_logs
 
 # In the order of the user's path.
 COMMANDS = (
     data.add_segment,
     data.add_init,
+    data.add_check,
     data.add_check_transcripts,
     data.add_report,
     listen.add_evaluate,
+    share.add_share,
+    serve.add_serve,
     listen.add_speak,
     listen.add_decode,
     data.add_cache,
@@ -38,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    show_info_logs(own_handler=True)
     try:
         args.func(args)
     except UserError as error:

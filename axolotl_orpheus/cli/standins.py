@@ -103,7 +103,7 @@ def build_tokenizer(out_dir: Path) -> Path:
 
     # Added to the tokenizers object so they live only in tokenizer.json; added
     # through transformers they would also be listed one by one in
-    # tokenizer_config.json, which doubles the load time.
+    # tokenizer_config.json, which every load would then read and add again.
     custom = [AddedToken(f"<custom_token_{n}>", special=True, normalized=False) for n in range(NUM_CUSTOM_TOKENS)]
     assert backend.add_special_tokens(custom) == NUM_CUSTOM_TOKENS
     assert backend.token_to_id("<custom_token_0>") == FIRST_CUSTOM_ID

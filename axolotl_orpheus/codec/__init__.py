@@ -3,6 +3,7 @@
 - `loading`: SNAC's files, read safely, with the fast CPU path (`fast/`) put in place;
 - `encoder`: exact batched and windowed encoding;
 - `decoder`: seeded decoding;
+- `streaming`: decoding frames as they arrive, chunk by chunk, equal to one whole decode;
 - `memory`: glibc kept from unmapping SNAC's activations while encoding.
 """
 

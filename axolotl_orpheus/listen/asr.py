@@ -16,12 +16,32 @@ import torch
 from axolotl_orpheus import devices
 from axolotl_orpheus.args import DEFAULT_ASR_MODEL
 from axolotl_orpheus.audio import resample
+from axolotl_orpheus.errors import UserError
 
 LOG = logging.getLogger(__name__)
 
 ASR_SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30  # Whisper hears 30 s at a time; longer clips are transcribed window by window
 BATCH_SIZE = 8
+
+
+def word_timing_problem(name_or_path: str, generation_config=None) -> str | None:
+    """Why the Whisper `name_or_path` cannot time words (its generation config has no alignment_heads, the
+    cross-attention heads transformers times words by), or None: it can, or its generation config cannot be read
+    here (loading the model then says why). Reads the generation config alone, unless given it: quick."""
+    if generation_config is None:
+        from transformers import GenerationConfig
+
+        try:
+            generation_config = GenerationConfig.from_pretrained(name_or_path)
+        except Exception:  # noqa: BLE001 - loading the model reports what is wrong with it
+            return None
+    if getattr(generation_config, "alignment_heads", None):
+        return None
+    return (
+        f"the ASR model {name_or_path} cannot time words: its generation_config.json has no alignment_heads. To "
+        f"fix: use a Whisper whose generation config has them, e.g. {DEFAULT_ASR_MODEL}"
+    )
 
 
 class Word(NamedTuple):
@@ -113,6 +133,10 @@ class ASR:
     def transcribe_words(self, clip: np.ndarray, sample_rate: int) -> Transcript:
         """One clip's text with each word's start and end, from Whisper's cross-attention (any length)."""
         from transformers import pipeline
+
+        problem = word_timing_problem(self.name, self.model.generation_config)
+        if problem:
+            raise UserError(problem)
 
         if self.word_pipeline is None:
             self.word_pipeline = pipeline(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from axolotl.utils.logging import get_logger
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
@@ -15,7 +15,7 @@ from axolotl_orpheus.args import OrpheusArgs, SamplePrompt
 from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
 from axolotl_orpheus.listen import speak
 
-LOG = get_logger(__name__)
+LOG = logging.getLogger(__name__)
 SAMPLES_FOLDER = "orpheus_samples"
 
 
@@ -167,11 +167,12 @@ class SpeechScorer(TrainerCallback):
             self.load_judges(model)
 
     def load_judges(self, model) -> None:
-        """SNAC, Whisper and the speaker model on the model's device, and the eval rows, once."""
+        """SNAC, Whisper, the speaker model and DNSMOS on the model's device, and the eval rows, once."""
         if self.evaluation is not None:
             return
         from axolotl_orpheus.listen.asr import ASR
         from axolotl_orpheus.listen.evaluation import Evaluation, prepared_rows
+        from axolotl_orpheus.listen.quality import optional_judge
         from axolotl_orpheus.listen.voiceprint import SpeakerEncoder
 
         settings = self.settings
@@ -186,11 +187,21 @@ class SpeechScorer(TrainerCallback):
                 "orpheus_asr_model and orpheus_speaker_model to models this machine can load, or set "
                 "orpheus_eval_samples: 0."
             ) from error
+        quality = optional_judge(str(device))
+        if quality is None and self.trainer.args.metric_for_best_model in ("orpheus_dnsmos", "eval_orpheus_dnsmos"):
+            raise RuntimeError(
+                "metric_for_best_model: eval_orpheus_dnsmos needs DNSMOS: pip install 'axolotl-orpheus[quality]'"
+            )
         eval_dataset = self.trainer.eval_dataset
         count = min(settings.orpheus_eval_samples, len(eval_dataset))
+        if count < settings.orpheus_eval_samples:
+            LOG.warning(
+                f"orpheus_eval_samples: {settings.orpheus_eval_samples}, but the eval split holds {len(eval_dataset)} "
+                f"rows: scoring those {count}"
+            )
         input_ids = eval_dataset.select(range(count))["input_ids"]
         self.rows = prepared_rows(input_ids, self.trainer.processing_class, snac, self.voices)
-        self.evaluation = Evaluation(snac, asr, speakers, settings.orpheus_sample_max_new_tokens)
+        self.evaluation = Evaluation(snac, asr, speakers, settings.orpheus_sample_max_new_tokens, quality=quality)
         LOG.info(f"Orpheus: scoring {count} eval rows at each evaluation")
 
     def compute_metrics(self, prediction, compute_result: bool = True) -> dict[str, float]:

@@ -22,7 +22,8 @@ from axolotl_orpheus.audio import SAMPLE_RATE, write_wav
 from axolotl_orpheus.errors import UserError
 from axolotl_orpheus.listen import scoring, speak
 from axolotl_orpheus.listen.asr import ASR
-from axolotl_orpheus.listen.voice import load_model
+from axolotl_orpheus.listen.quality import QualityJudge, optional_judge
+from axolotl_orpheus.listen.voice import check_model, load_model
 from axolotl_orpheus.listen.voiceprint import SpeakerEncoder
 
 LOG = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ METRICS: dict[str, bool | None] = {
     "orpheus_stop_rate": True,
     "orpheus_duration_ratio": None,
     "orpheus_loop_rate": False,
+    "orpheus_dnsmos": True,
 }
 
 
@@ -89,7 +91,8 @@ def _mean(values: list) -> float:
 
 
 class Evaluation:
-    """The judges (SNAC to decode, Whisper to hear, a speaker model to compare voices), loaded once."""
+    """The judges (SNAC to decode, Whisper to hear, a speaker model to compare voices, DNSMOS to rate the sound),
+    loaded once. Without a quality judge (the [quality] extra not installed) orpheus_dnsmos is NaN."""
 
     def __init__(
         self,
@@ -100,8 +103,10 @@ class Evaluation:
         batch_size: int = BATCH_SIZE,
         seed: int = 0,
         references: list[np.ndarray] = (),
+        quality: QualityJudge | None = None,
     ) -> None:
         self.snac = snac
+        self.quality = quality
         self.asr = asr
         self.speakers = speakers
         self.max_new_tokens = max_new_tokens
@@ -126,12 +131,14 @@ class Evaluation:
         ]
         transcripts = self.asr.transcribe(clips, SAMPLE_RATE)
         similarities = self._similarities(rows, clips)
+        qualities = self.quality.score(clips, SAMPLE_RATE, progress=None) if self.quality else [None] * len(clips)
         samples = []
         out.mkdir(parents=True, exist_ok=True)
         for index, (row, said, clip, heard) in enumerate(zip(rows, spoken, clips, transcripts)):
             name = f"row-{index:02d}-{row.voice or 'text'}.wav"  # beside the prompts' samples, NN-voice.wav
             write_wav(out / name, clip)
             samples.append(self._sample(row, said, clip, heard, similarities[index], name))
+            samples[-1]["dnsmos"] = None if qualities[index] is None else qualities[index]._asdict()
         report = {
             "mean": {
                 "orpheus_cer": _mean([sample["cer"] for sample in samples]),
@@ -140,10 +147,12 @@ class Evaluation:
                 "orpheus_stop_rate": _mean([sample["stopped"] for sample in samples]),
                 "orpheus_duration_ratio": _mean([sample["duration_ratio"] for sample in samples]),
                 "orpheus_loop_rate": _mean([sample["loops"] for sample in samples]),
+                "orpheus_dnsmos": _mean([(sample["dnsmos"] or {}).get("ovrl") for sample in samples]),
             },
             "seconds": round(time.perf_counter() - began, 2),
             "seed": self.seed,
             "asr_model": self.asr.name,
+            "speaker_model": self.speakers.name,
             "samples": samples,
         }
         (out / METRICS_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -192,6 +201,32 @@ def model_labels(models: list[str]) -> list[str]:
     return [label if labels.count(label) == 1 else f"{index}-{label}" for index, label in enumerate(labels)]
 
 
+def read_texts(path: Path) -> list[str]:
+    """The sentences of a --texts file, one a line, blank lines left out; a UserError where there are none."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"--texts {path}: no such file. To fix: give a text file, one sentence a line") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"--texts {path}: cannot read it ({error}). To fix: give a UTF-8 text file") from None
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise UserError(f"{path} holds no text; write one sentence per line")
+    return texts
+
+
+def reference_clip(path: Path) -> np.ndarray:
+    """A --reference clip at 24 kHz, or a UserError naming it."""
+    from axolotl_orpheus.audio import AudioError, load_checked_clip
+
+    try:
+        return load_checked_clip(str(path)).samples
+    except AudioError as error:
+        raise UserError(
+            f"--reference {path}: {str(error).rstrip('.')}. To fix: give wav or flac clips of the voice"
+        ) from None
+
+
 def evaluate_checkpoints(
     models: list[str],
     out: Path,
@@ -213,7 +248,6 @@ def evaluate_checkpoints(
     OUT/metrics.json all of them. Rows are a prepared dataset's first `rows`, or `texts` in `voice`."""
     from datasets import load_from_disk
 
-    from axolotl_orpheus.audio import load_clip
     from axolotl_orpheus.prepare.report import report_voices
 
     if prepared is not None and not (prepared / "dataset_info.json").is_file():
@@ -221,12 +255,24 @@ def evaluate_checkpoints(
             f"{prepared} is not a prepared dataset; give dataset_prepared_path/<hash>, the "
             "folder `axolotl preprocess` wrote"
         )
+    dataset = None
+    if prepared is not None:
+        if rows < 1:
+            raise UserError(f"--rows {rows}: give how many of the prepared rows to speak, 1 or more")
+        dataset = load_from_disk(str(prepared))
+        if rows > len(dataset):
+            LOG.warning(f"--rows {rows}: {prepared} holds {len(dataset)} rows; speaking those {len(dataset)}")
+        dataset = dataset.select(range(min(rows, len(dataset))))
+    # Every user's mistake before any work: a typo in the last --model must not cost the first one's scoring.
+    reference_clips = [reference_clip(path) for path in references]
+    for model_path in models:
+        check_model(model_path)
     device = devices.pick_device(device)
     snac = codec.load_snac(snac_model, device)
     asr = ASR(asr_model, device, language)
     speakers = SpeakerEncoder(speaker_model, device)
-    reference_clips = [load_clip(str(path)) for path in references]
-    evaluation = Evaluation(snac, asr, speakers, max_new_tokens, seed=seed, references=reference_clips)
+    quality = optional_judge(device)
+    evaluation = Evaluation(snac, asr, speakers, max_new_tokens, seed=seed, references=reference_clips, quality=quality)
     reports: dict[str, dict] = {}
     eval_rows = None
     for model_path, label in zip(models, model_labels(models)):
@@ -235,11 +281,7 @@ def evaluate_checkpoints(
             if texts is not None:
                 eval_rows = text_rows(texts, voice, tokenizer, reference_clips)
             else:
-                dataset = load_from_disk(str(prepared))
-                count = min(rows, len(dataset))
-                eval_rows = prepared_rows(
-                    dataset.select(range(count))["input_ids"], tokenizer, snac, report_voices(prepared)
-                )
+                eval_rows = prepared_rows(dataset["input_ids"], tokenizer, snac, report_voices(prepared))
         LOG.info(f"Orpheus: evaluating {model_path} on {len(eval_rows)} rows")
         reports[label] = {"model": model_path, **evaluation.run(model, eval_rows, out / label)}
         del model

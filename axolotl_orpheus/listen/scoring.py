@@ -21,27 +21,30 @@ def normalise(text: str, language: str | None = None, english_spelling: dict[str
 
 
 def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
-    """Levenshtein distance: the fewest insertions, deletions and substitutions that turn one into the other.
-
-    One row of the table per reference item, each computed at once: substitutions and deletions from the row
-    above, then insertions as a running minimum (row[j] - j is the running minimum of its candidates - j).
-    """
-    hypothesis_ids, reference_ids = _ids(hypothesis, reference)
-    columns = np.arange(len(hypothesis_ids) + 1)
-    row = columns.copy()
+    """Levenshtein distance: the fewest insertions, deletions and substitutions that turn one into the other."""
+    reference_ids, hypothesis_ids = as_ids(reference, hypothesis)
+    row = np.arange(len(hypothesis_ids) + 1)
     for index, item in enumerate(reference_ids, start=1):
-        candidates = np.empty_like(row)
-        candidates[0] = index
-        candidates[1:] = np.minimum(row[:-1] + (hypothesis_ids != item), row[1:] + 1)
-        row = np.minimum.accumulate(candidates - columns) + columns
+        row = next_edit_row(row, index, item, hypothesis_ids)
     return int(row[-1])
 
 
-def _ids(hypothesis: Sequence, reference: Sequence) -> tuple[np.ndarray, list[int]]:
-    """Both sequences as integers, equal items equal, so that comparisons are array operations."""
+def next_edit_row(row: np.ndarray, index: int, item: int, hypothesis_ids: np.ndarray) -> np.ndarray:
+    """Row `index` of the Levenshtein table (the reference's first `index` items against each prefix of the
+    hypothesis) from row `index` - 1 and the reference's `index`-th item, computed at once: substitutions and
+    deletions from the row above, then insertions as a running minimum (row[j] - j is the running minimum of its
+    candidates - j)."""
+    columns = np.arange(len(row))
+    candidates = np.empty_like(row)
+    candidates[0] = index
+    candidates[1:] = np.minimum(row[:-1] + (hypothesis_ids != item), row[1:] + 1)
+    return np.minimum.accumulate(candidates - columns) + columns
+
+
+def as_ids(*sequences: Sequence) -> list[np.ndarray]:
+    """The sequences as integers, equal items equal, so that comparisons are array operations."""
     vocabulary: dict = {}
-    hypothesis_ids = np.array([vocabulary.setdefault(item, len(vocabulary)) for item in hypothesis], dtype=np.int64)
-    return hypothesis_ids, [vocabulary.setdefault(item, len(vocabulary)) for item in reference]
+    return [np.array([vocabulary.setdefault(item, len(vocabulary)) for item in items], np.int64) for items in sequences]
 
 
 def error_rate(reference: Sequence, hypothesis: Sequence) -> float:

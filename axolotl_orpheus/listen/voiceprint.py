@@ -25,6 +25,7 @@ class SpeakerEncoder:
     def __init__(self, name_or_path: str = DEFAULT_SPEAKER_MODEL, device: str | torch.device | None = None) -> None:
         from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
 
+        self.name = name_or_path
         self.device = devices.pick_device(device)
         try:
             self.features = AutoFeatureExtractor.from_pretrained(name_or_path)

@@ -39,16 +39,21 @@ from axolotl_orpheus.layout import CODEBOOK_SIZE, CONTEXT_FRAMES, TOKENS_PER_FRA
 CACHE_FOLDER = "orpheus_codes"  # under datasets' cache folder by default
 ABOUT_FILE = "about.json"
 DAY = 24 * 3600  # seconds
+# How often a writer marks its namespace in use (about.json's mtime): `delete_unused` keeps a namespace so marked
+# within its cutoff, so that it never deletes one that a running preprocess is writing into.
+IN_USE_SECONDS = 3600
 MAGIC = b"ORPC"
 ENTRY_FORMAT = 2
 HEADER = struct.Struct("<4sH16s")  # magic, entry format, blake2b-128 of everything after the header
 FACTS = struct.Struct("<IdH")  # frames, seconds, bytes of comma-separated warnings
+SCORES_FORMAT = 1001  # a scores entry: the header, then float64s (never read as codes)
+ENTRY_PATTERNS = ("*/*.codes", "*/*.scores")
 # Whatever turns a clip's bytes into codes, besides the SNAC weights: a change here must miss.
 PIPELINE = (
     f"entry format {ENTRY_FORMAT}; libsndfile {soundfile.__libsndfile_version__}; mono mean; "
     f"soxr {soxr.__version__} HQ to {SAMPLE_RATE} Hz; "
     f"windows of {WINDOW_FRAMES} frames with {CONTEXT_FRAMES} of context; "
-    "IEEE fp32 (TF32 off)"  # earlier GPU entries came from TF32, which changes codes
+    "IEEE fp32 (TF32 off)"  # TF32 changes codes: entries made with it must miss
 )
 
 
@@ -76,6 +81,19 @@ def seal(body: bytes) -> bytes:
     return HEADER.pack(MAGIC, ENTRY_FORMAT, _checksum(body)) + body
 
 
+def pack_codes(codes: Codes) -> bytes:
+    """A clip's three levels (n, 2n and 4n codes) as uint16, the cache's width: 14 bytes per frame. uint16 holds
+    every code of SNAC's 4096-entry codebooks in a quarter of int64's space."""
+    return np.concatenate([np.asarray(level) for level in codes]).astype("<u2").tobytes()
+
+
+def unpack_codes(data: bytes, offset: int = 0) -> Codes:
+    """The three levels that `pack_codes` wrote from `offset` on, as int64."""
+    codes = np.frombuffer(data, "<u2", offset=offset).astype(np.int64)
+    n = len(codes) // TOKENS_PER_FRAME
+    return codes[:n], codes[n : 3 * n], codes[3 * n :]
+
+
 def _pack(entry: Entry) -> bytes:
     first, second, third = (np.asarray(level) for level in entry.codes)
     frames = len(first)
@@ -87,8 +105,7 @@ def _pack(entry: Entry) -> bytes:
     if codes.min() < 0 or codes.max() >= CODEBOOK_SIZE:
         raise ValueError(f"SNAC codes are in 0..{CODEBOOK_SIZE - 1}, not {codes.min()}..{codes.max()}")
     warnings = ",".join(entry.warnings).encode()
-    # uint16 holds every code of SNAC's 4096-entry codebooks in a quarter of int64's space.
-    return seal(FACTS.pack(frames, entry.seconds, len(warnings)) + warnings + codes.astype("<u2").tobytes())
+    return seal(FACTS.pack(frames, entry.seconds, len(warnings)) + warnings + pack_codes(entry.codes))
 
 
 def _unpack(data: bytes) -> Entry | None:
@@ -102,55 +119,61 @@ def _unpack(data: bytes) -> Entry | None:
     start = HEADER.size + FACTS.size + size
     if frames == 0 or len(data) != start + 2 * TOKENS_PER_FRAME * frames:  # 7 codes a frame, 2 bytes each
         return None
-    codes = np.frombuffer(data, "<u2", offset=start)
-    if codes.max() >= CODEBOOK_SIZE:  # a checksum over wrong codes: a writer's bug, not the disk's
+    levels = unpack_codes(data, start)
+    if max(level.max() for level in levels) >= CODEBOOK_SIZE:  # a checksum over wrong codes: a writer's bug
         return None
     try:
         warnings = data[HEADER.size + FACTS.size : start].decode()
     except UnicodeDecodeError:
         return None
-    codes = codes.astype(np.int64)
-    levels = codes[:frames], codes[frames : 3 * frames], codes[3 * frames :]
     return Entry(levels, seconds, tuple(warnings.split(",")) if warnings else ())
 
 
-class CodesCache:
-    """Codes of one SNAC model's weights through one audio pipeline. Safe for many writers: entries are
-    written to a temporary file and renamed into place, and identical inputs write identical entries."""
+class _Entries:
+    """Self-checking entries in one namespace folder of a cache root. Safe for many writers: entries are written to a
+    temporary file and renamed into place, and identical inputs write identical entries."""
 
-    def __init__(self, root: Path, snac_digest: str, compiled: bool = False, snac_name: str = ""):
+    suffix = ".codes"
+
+    def __init__(self, root: Path, namespace: str, about: dict):
         self.root = Path(root)
         self._damaged: set[str] = set()
-        encoder = "compiled" if compiled else "eager"  # compiled codes differ slightly: never mixed with eager
-        namespace = hashlib.sha256(f"{snac_digest}|{PIPELINE}|{encoder}".encode()).hexdigest()[:16]
         self.folder = self.root / namespace
+        self.about = about
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._mark_in_use()
+
+    def _mark_in_use(self) -> None:
+        """Touch about.json, writing it where it is missing (for people looking into the folder): `delete_unused`
+        keeps a namespace whose about.json is newer than its cutoff."""
         about = self.folder / ABOUT_FILE
-        if not about.exists():  # for people looking into the folder
-            written = {
-                "snac_model": snac_name,
-                "snac_sha256": snac_digest,
-                "pipeline": PIPELINE,
-                "encoder": encoder,
-                "written_by": f"axolotl-orpheus {__version__}",
-            }
-            about.write_text(json.dumps(written, indent=2) + "\n")
+        try:
+            os.utime(about)
+        except FileNotFoundError:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            about.write_text(json.dumps(self.about, indent=2) + "\n")
+        except OSError:  # a read-only cache is still read
+            pass
+        self._marked = time.monotonic()
 
     def path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.codes"
+        return self.folder / key[:2] / f"{key}{self.suffix}"
 
     @property
     def damaged(self) -> int:
         """Entries found damaged or unreadable this run, each counted once: they read as missing."""
         return len(self._damaged)
 
-    def get(self, key: str) -> Entry | None:
+    def _unpack(self, data: bytes):
+        raise NotImplementedError
+
+    def get(self, key: str):
         """The entry for `key`, or None; a damaged entry counts as missing (and in `damaged`)."""
         path = self.path(key)
         try:
             with open(path, "rb") as handle:
                 used = os.fstat(handle.fileno()).st_mtime
-                entry = _unpack(handle.read())
+                entry = self._unpack(handle.read())
         except FileNotFoundError:
             return None
         except OSError:
@@ -165,19 +188,79 @@ class CodesCache:
                 os.utime(path)
         return entry
 
+    def _write(self, key: str, data: bytes) -> None:
+        if time.monotonic() - self._marked > IN_USE_SECONDS:
+            self._mark_in_use()
+        path = self.path(key)
+        for attempt in range(3):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp")
+                # Mode 0o666 less the umask (mkstemp's 0o600 hides entries from the other accounts of a shared folder).
+                handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                with os.fdopen(handle, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())  # else a power loss after the rename can leave an entry of zeros
+                os.replace(temporary, path)
+                return
+            except FileNotFoundError:  # `delete_unused` (--delete-unused-for 0) removed the namespace meanwhile
+                if attempt == 2:
+                    raise
+                self._mark_in_use()
+
+
+class CodesCache(_Entries):
+    """Codes of one SNAC model's weights through one audio pipeline."""
+
+    def __init__(self, root: Path, snac_digest: str, compiled: bool = False, snac_name: str = ""):
+        encoder = "compiled" if compiled else "eager"  # compiled codes differ slightly: never mixed with eager
+        namespace = hashlib.sha256(f"{snac_digest}|{PIPELINE}|{encoder}".encode()).hexdigest()[:16]
+        about = {
+            "snac_model": snac_name,
+            "snac_sha256": snac_digest,
+            "pipeline": PIPELINE,
+            "encoder": encoder,
+            "written_by": f"axolotl-orpheus {__version__}",
+        }
+        super().__init__(root, namespace, about)
+
+    def _unpack(self, data: bytes) -> Entry | None:
+        return _unpack(data)
+
     def put(self, key: str, entry: Entry) -> None:
         """Write `entry`; raises ValueError for codes SNAC cannot have made."""
-        data = _pack(entry)
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)  # parents: the namespace may have been pruned meanwhile
-        temporary = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp")
-        # Mode 0o666 less the umask (mkstemp's 0o600 hides entries from the other accounts of a shared folder).
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())  # else a power loss after the rename can leave an entry of zeros
-        os.replace(temporary, path)
+        self._write(key, _pack(entry))
+
+
+class ScoresCache(_Entries):
+    """A quality judge's scores of clips (a tuple of floats each, e.g. DNSMOS's), beside the codes of the same
+    clips: keyed by the same audio content, in a namespace of the judge's models and how a clip reaches them."""
+
+    suffix = ".scores"
+
+    def __init__(self, root: Path, judge: str, judge_digest: str, pipeline: str):
+        namespace = hashlib.sha256(f"{judge_digest}|{SCORES_FORMAT}|{pipeline}".encode()).hexdigest()[:16]
+        about = {
+            "judge": judge,
+            "judge_sha256": judge_digest,
+            "pipeline": f"scores format {SCORES_FORMAT}; {pipeline}",
+            "written_by": f"axolotl-orpheus {__version__}",
+        }
+        super().__init__(root, namespace, about)
+
+    def _unpack(self, data: bytes) -> tuple[float, ...] | None:
+        if len(data) < HEADER.size or (len(data) - HEADER.size) % 8:
+            return None
+        magic, entry_format, checksum = HEADER.unpack_from(data)
+        body = memoryview(data)[HEADER.size :]
+        if magic != MAGIC or entry_format != SCORES_FORMAT or checksum != _checksum(body):
+            return None
+        return tuple(np.frombuffer(body, "<f8").tolist())
+
+    def put(self, key: str, scores: tuple[float, ...]) -> None:
+        body = np.asarray(scores, "<f8").tobytes()
+        self._write(key, HEADER.pack(MAGIC, SCORES_FORMAT, _checksum(body)) + body)
 
 
 @contextmanager
@@ -217,7 +300,7 @@ def namespaces(root: Path) -> list[Namespace]:
     """The namespaces in a cache folder, with their entries' count, disk use and last use."""
     found = []
     for folder in _namespace_folders(root):
-        stats = [stat for _, stat in _files(folder, "*/*.codes")]
+        stats = [stat for pattern in ENTRY_PATTERNS for _, stat in _files(folder, pattern)]
         try:
             about = json.loads((folder / ABOUT_FILE).read_text())
         except (OSError, ValueError):
@@ -240,13 +323,14 @@ def delete_unused(root: Path, days: float) -> tuple[int, int]:
     cutoff = time.time() - days * DAY
     deleted = freed = 0
     for folder in _namespace_folders(root):
-        for path, stat in [*_files(folder, "*/*.codes"), *_files(folder, "*/*.tmp")]:
+        for path, stat in [entry for pattern in (*ENTRY_PATTERNS, "*/*.tmp") for entry in _files(folder, pattern)]:
             if stat.st_mtime < cutoff:
                 path.unlink(missing_ok=True)
-                deleted += path.suffix == ".codes"
+                deleted += path.suffix != ".tmp"
                 freed += stat.st_blocks * 512
-        about = folder / ABOUT_FILE  # written when the namespace was first opened
-        if not any(folder.glob("*/*.codes")) and (not about.exists() or about.stat().st_mtime < cutoff):
+        about = folder / ABOUT_FILE  # touched by each run that opens the namespace, and hourly as it writes
+        empty = not any(any(folder.glob(pattern)) for pattern in ENTRY_PATTERNS)
+        if empty and (not about.exists() or about.stat().st_mtime < cutoff):
             shutil.rmtree(folder, ignore_errors=True)
     return deleted, freed
 
@@ -269,8 +353,8 @@ def listing(root: Path) -> str:
         about = namespace.about
         used = time.strftime("%Y-%m-%d", time.localtime(namespace.last_used)) if namespace.last_used else "never"
         lines.append(
-            f"  {namespace.folder.name}  {about.get('snac_model') or 'SNAC model unknown'} "
-            f"({about.get('encoder', '?')}): {plural(namespace.entries, 'clip')}, "
+            f"  {namespace.folder.name}  {about.get('judge') or about.get('snac_model') or 'SNAC model unknown'} "
+            f"({about.get('encoder', 'scores')}): {plural(namespace.entries, 'clip')}, "
             f"{namespace.disk_bytes / 1e6:.1f} MB, last used {used}"
         )
         lines.append(f"      {about.get('pipeline', '')} (written by {about.get('written_by', '?')})")

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from itertools import repeat
 from threading import Lock
 from typing import Any
@@ -29,17 +31,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from axolotl_orpheus import audio, codec, layout
+from axolotl_orpheus import audio, codec
+from axolotl_orpheus.errors import UserError
+from axolotl_orpheus.logs import show_info_logs
 from axolotl_orpheus.prepare import encoding
-from axolotl_orpheus.prepare.cache import CodesCache, Entry
+from axolotl_orpheus.prepare.cache import CodesCache, Entry, pack_codes, unpack_codes
 from axolotl_orpheus.prepare.encoding import AudioColumn, EncodeSettings, Job
 
-LOG = logging.getLogger(__name__)  # not axolotl's: the workers import this module, and axolotl is slow to import
+LOG = logging.getLogger(__name__)
 
 INSTALL = "pip install 'axolotl-orpheus[ray]'"
+CONNECT_SECONDS = 20.0  # how long a cluster address may take to answer before the run stops
 BLOCKS_IN_FLIGHT = 2  # per SNAC actor: one decodes while the other encodes, as the local path's threads do
-# Audio per Ray block at least: the driver spends about 10 ms on each block (2-core machine), and a CPU chunk
-# (4 clips) is about 10 s of audio; a GPU chunk (4 batches of codec.BATCH_SECONDS) is a block on its own.
+# Audio per Ray block at least: the driver's work per block is the same whatever it holds, so a block holds several
+# CPU chunks (4 clips each), enough audio for that work to be small beside encoding it; a GPU chunk (4 batches of
+# codec.BATCH_SECONDS) is a block on its own (docs/scale-out.md).
 BLOCK_SECONDS = 60.0
 # What a SNAC actor returns per clip: its codes, clip seconds and warnings, or why its audio cannot be used.
 OUTPUT_COLUMNS = ("row", "codes", "seconds", "warnings", "reason", "message")
@@ -70,6 +76,29 @@ def check_settings(device: str | None, devices: list[str] | None) -> None:
         raise ValueError(f"orpheus_device {device}: a Ray cluster encodes on cuda (its GPUs) or cpu; set one of them")
 
 
+def check_listening(address: str | None) -> None:
+    """Refuse in seconds a cluster address (`address`, else RAY_ADDRESS) whose host and port nothing listens on,
+    where Ray itself would retry for minutes. A cluster still starting gets CONNECT_SECONDS to answer."""
+    given = address or os.environ.get("RAY_ADDRESS")
+    host, _, port = (given or "").removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():  # none, auto, local: Ray's own lookup, which fails fast
+        return
+    named = f"orpheus_ray_address {given}" if address else f"RAY_ADDRESS={given}"
+    deadline = time.monotonic() + CONNECT_SECONDS
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS / 4):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"nothing answers at the Ray cluster address {named} ({error}). To fix: start the cluster there "
+                    "(`ray start --head` on its head node), or set orpheus_ray_address (or RAY_ADDRESS) to its head "
+                    "node's host:port"
+                ) from None
+        time.sleep(1)
+
+
 @contextmanager
 def connected(address: str | None) -> Iterator[Any]:
     """Ray in this process: the cluster it already joined, else `address`, else RAY_ADDRESS or the cluster
@@ -78,6 +107,7 @@ def connected(address: str | None) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
+    check_listening(address)
     ray.init(address=address)
     try:
         yield ray
@@ -123,25 +153,33 @@ class AudioReader:
         }
 
 
+def ray_worker() -> tuple[str, bool]:
+    """This Ray worker's name for messages (its node and process) and whether Ray restarted its actor."""
+    import ray
+
+    context = ray.get_runtime_context()
+    with warnings.catch_warnings():  # Ray's own property calls a deprecated one of its own
+        warnings.simplefilter("ignore", DeprecationWarning)
+        restarted = bool(context.was_current_actor_reconstructed)
+    return f"{context.get_node_id()[:12]}:{os.getpid()}", restarted
+
+
 class SnacEncoder:
     """One SNAC on a Ray worker: a block of chunks in, one row per clip out (its codes, or why its audio cannot be
     used)."""
 
     def __init__(self, settings: EncodeSettings, device: str, base_dir: str | None, threads: int | None):
-        import ray
-
+        show_info_logs()  # which SNAC path runs, in the worker's output that Ray forwards
         if threads:
             torch.set_num_threads(threads)
         self.settings, self.device, self.base_dir = settings, device, base_dir
         self.model = codec.load_snac(settings.snac_model, device, settings.compile, settings.cpu_kernels)
         self.decoders = ThreadPoolExecutor(encoding.decoding_threads(device))
         self.encoding = Lock()  # blocks decode side by side; SNAC encodes one chunk at a time
-        codec.keep_freed_memory().__enter__()  # for the worker's life: it only encodes
-        context = ray.get_runtime_context()
-        self.worker = f"{context.get_node_id()[:12]}:{os.getpid()}"
-        with warnings.catch_warnings():  # Ray's own property calls a deprecated one of its own
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.restarted = bool(context.was_current_actor_reconstructed)
+        # Held for the actor's life, as the local path holds it while it encodes: the worker only encodes.
+        self.held = ExitStack()
+        self.held.enter_context(codec.keep_freed_memory())
+        self.worker, self.restarted = ray_worker()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         (rows,), (seconds,), (sizes,), (sources,) = batch["rows"], batch["seconds"], batch["sizes"], batch["sources"]
@@ -151,7 +189,7 @@ class SnacEncoder:
         for size, end in zip(sizes, np.cumsum(sizes)):
             entries, failed = self.encode_chunk(jobs[end - size : end], source_of)
             clips += [
-                (job.row, codes_bytes(entry.codes), entry.seconds, ",".join(entry.warnings), "", "")
+                (job.row, pack_codes(entry.codes), entry.seconds, ",".join(entry.warnings), "", "")
                 for job, entry in entries
             ]
             clips += [(row, b"", error.seconds, "", error.reason, str(error)) for row, error in failed.items()]
@@ -198,17 +236,6 @@ def blocks(chunks: list[list[Job]]) -> list[list[list[Job]]]:
         grouped[-1].append(part)
         filled += sum(job.seconds for job in part)
     return grouped
-
-
-def codes_bytes(codes: tuple[np.ndarray, ...]) -> bytes:
-    """A clip's three levels (n, 2n and 4n codes) as uint16, the cache's width: 14 bytes per frame."""
-    return np.concatenate(codes).astype("<u2").tobytes()
-
-
-def codes_from_bytes(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    codes = np.frombuffer(data, "<u2").astype(np.int64)
-    n = len(codes) // layout.TOKENS_PER_FRAME
-    return codes[:n], codes[n : 3 * n], codes[3 * n :]
 
 
 def encode_missing(
@@ -312,7 +339,7 @@ def collect(
                     cache.put(
                         job.key,
                         Entry(
-                            codes_from_bytes(codes),
+                            unpack_codes(codes),
                             float(seconds),
                             tuple(str(clip_warnings).split(",")) if clip_warnings else (),
                         ),

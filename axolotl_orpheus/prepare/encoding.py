@@ -13,9 +13,12 @@ in one process stops them all before their next chunk.
 from __future__ import annotations
 
 import multiprocessing
+import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -24,28 +27,28 @@ from tqdm.auto import tqdm
 from axolotl_orpheus import audio, codec, layout
 from axolotl_orpheus.codec.encoder import clips_per_batch
 from axolotl_orpheus.layout import CONTEXT_FRAMES, SAMPLES_PER_FRAME
+from axolotl_orpheus.logs import show_info_logs
 from axolotl_orpheus.prepare.cache import CodesCache, Entry
 
 BATCHES_PER_CHUNK = 4  # batches' worth of clips decoded at a time: enough equal lengths to fill batches
 
-# In each process of a shared encoding (encode_missing with several devices): an event that any of them sets
-# on a bad clip when the run is to raise, so that all stop instead of only the one that met it.
-_stop: Any = None
 
+@dataclass(frozen=True)
+class StopFlag:
+    """What the processes sharing an encoding (encode_missing with several devices) raise on a bad clip when the run
+    is to raise, or on a failure, so that all stop before their next chunk instead of only the one that met it.
 
-def _share_stop(event: Any) -> None:
-    global _stop
-    _stop = event
+    A file: it travels to each process as an argument, where multiprocessing's events reach a spawned process only
+    when it starts. `set` and `is_set`, as threading.Event's (which one process alone may use instead).
+    """
 
+    path: Path
 
-def _stop_all() -> None:
-    """Every process sharing the work stops before its next chunk."""
-    if _stop is not None:
-        _stop.set()
+    def set(self) -> None:
+        self.path.touch()
 
-
-def _stopping() -> bool:
-    return _stop is not None and _stop.is_set()
+    def is_set(self) -> bool:
+        return self.path.exists()
 
 
 class EncodingError(RuntimeError):
@@ -179,10 +182,12 @@ def encode_share(
     device: str,
     position: int = 0,
     threads: int | None = None,
+    stop: StopFlag | threading.Event | None = None,
 ) -> dict[int, audio.AudioError]:
     """Encode `jobs` on `device` into the cache; returns the rows whose audio SNAC cannot encode (with
     stop_at_failure, the first chunk's that has any, leaving that chunk and the rest unencoded, and in
-    every process sharing the work)."""
+    every process sharing the work: `stop`, which this one sets, and whose being set stops it)."""
+    stop = stop or threading.Event()
     if threads:
         torch.set_num_threads(threads)
     model = codec.load_snac(settings.snac_model, device, settings.compile, settings.cpu_kernels)
@@ -193,7 +198,7 @@ def encode_share(
         return [decoders.submit(load_or_error, source, column.base_dir) for source in sources]
 
     def failure(part: list[Job], exc: Exception) -> EncodingError:
-        _stop_all()
+        stop.set()
         return encoding_error(device, part, column.sources, exc)
 
     failed: dict[int, audio.AudioError] = {}
@@ -209,7 +214,7 @@ def encode_share(
         # Clips longer than a row can hold are probed from their start, before any of them is decoded whole.
         limit = settings.max_kept_frames
         for job in [job for job in jobs if needs_probe(job, settings)]:
-            if _stopping():
+            if stop.is_set():
                 return failed
             try:
                 error = probe_length(model, column.sources([job.row])[0], column.base_dir, job, limit)
@@ -219,12 +224,12 @@ def encode_share(
                 failed[job.row] = error
                 encoded_seconds += job.seconds
                 if settings.stop_at_failure:
-                    _stop_all()
+                    stop.set()
                     return failed
         chunks = length_chunks([job for job in jobs if job.row not in failed], settings.batch_size)
         upcoming: list[Future] = []
         for index, part in enumerate(chunks):
-            if _stopping():  # another process met a bad clip or failed: the run will raise
+            if stop.is_set():  # another process met a bad clip or failed: the run will raise
                 break
             try:
                 loaded = [future.result() for future in (upcoming or decode(part))]
@@ -232,7 +237,7 @@ def encode_share(
                 entries, bad = encode_loaded(model, part, loaded, settings)
                 failed.update(bad)
                 if bad and settings.stop_at_failure:
-                    _stop_all()
+                    stop.set()
                     break
                 for job, entry in entries:
                     cache.put(job.key, entry)
@@ -261,10 +266,13 @@ def encode_missing(
     threads = max(1, torch.get_num_threads() // len(devices)) if devices[0].type == "cpu" else None
     # spawn: a forked CUDA context is unusable, and a fork would copy this process's memory.
     spawn = multiprocessing.get_context("spawn")
-    stop = spawn.Event()
-    with ProcessPoolExecutor(len(devices), mp_context=spawn, initializer=_share_stop, initargs=(stop,)) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="orpheus-encoding-") as folder,
+        ProcessPoolExecutor(len(devices), mp_context=spawn, initializer=show_info_logs) as pool,
+    ):
+        stop = StopFlag(Path(folder) / "stop")
         results = [
-            pool.submit(encode_share, share, column, cache, settings, str(device), position, threads)
+            pool.submit(encode_share, share, column, cache, settings, str(device), position, threads, stop)
             for position, (share, device) in enumerate(zip(shares, devices))
         ]
         # A process that fails stops the others too (it sets the event itself, but one that dies cannot).

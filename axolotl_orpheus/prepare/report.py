@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from axolotl_orpheus.errors import UserError
+
 REPORT_FILE = "orpheus_report.json"
 EXAMPLES = 5  # row indices kept per reason, to find the rows without listing thousands
+DEDUPE_MOST = 0.5  # more of the frames than this removed as duplicates is a warning
 HISTOGRAM_BINS = 20
 
 # Why a row was dropped -> what to do about it (also the hint in `orpheus_on_bad_row: raise` errors).
@@ -32,6 +35,8 @@ DROP_REASONS = {
     "longer_than_max_seconds": "split the clip, or raise orpheus_max_seconds",
     "shorter_than_min_seconds": "lower orpheus_min_seconds to keep it",
     "longer_than_sequence_len": "split the clip or raise sequence_len (about 82 tokens per second of audio)",
+    "low_quality": "its DNSMOS OVRL is under orpheus_min_dnsmos: listen to it (noise, echo, music, distortion); "
+    "clean or replace it, or lower orpheus_min_dnsmos",
 }
 # What axolotl may drop after the strategy, before it saves the rows.
 AXOLOTL_DROPS = (
@@ -58,11 +63,13 @@ class DatasetReport:
     seconds_in: float = 0.0
     seconds_out: float = 0.0
     frames_removed: int = 0
+    frames_before_dedupe: int = 0  # of the kept clips' codes
     tokens: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # of each kept clip
     speaker_rows: dict[str, int] = field(default_factory=dict)
     speaker_seconds: dict[str, float] = field(default_factory=dict)
     codes_repaired: int = 0  # damaged codes cache entries, encoded again
+    dnsmos: dict[str, list[float]] = field(default_factory=dict)  # each scored clip's DNSMOS OVRL, by speaker
     encode_retries: int = 0  # Ray encoding actors restarted after a lost worker or node (their blocks encoded again)
 
     def drop(self, reason: str, row: int, seconds: float = 0.0) -> None:
@@ -72,7 +79,12 @@ class DatasetReport:
     def warn(self, reason: str, row: int) -> None:
         self.warnings.setdefault(reason, []).append(row)
 
-    def keep(self, seconds: float, tokens: int, frames_removed: int, speaker: str | None) -> None:
+    def scored(self, speaker: str | None, ovrl: float) -> None:
+        self.dnsmos.setdefault(speaker or "", []).append(ovrl)
+
+    def keep(self, seconds: float, tokens: int, frames_removed: int, speaker: str | None, *, frames: int) -> None:
+        """A kept row: its clip's seconds, its tokens, its clip's `frames` and how many of them dedupe removed."""
+        self.frames_before_dedupe += frames
         self.seconds_in += seconds
         self.seconds_out += seconds
         self.tokens.append(tokens)
@@ -118,6 +130,7 @@ def summarize(reports: list[DatasetReport]) -> dict:
         "audio_hours_in": round(sum(r.seconds_in for r in reports) / 3600, 6),
         "audio_hours_out": round(sum(r.seconds_out for r in reports) / 3600, 6),
         "frames_removed_by_dedupe": sum(r.frames_removed for r in reports),
+        "frames_before_dedupe": sum(r.frames_before_dedupe for r in reports),
         "codes_cache_entries_repaired": sum(r.codes_repaired for r in reports),
         "encode_retries": sum(r.encode_retries for r in reports),
         "tokens_per_row": {
@@ -129,7 +142,28 @@ def summarize(reports: list[DatasetReport]) -> dict:
         },
         "clip_seconds_histogram": _histogram(seconds, float(seconds.max()) if len(seconds) else 0),
         "speakers": {name: {"rows": e["rows"], "hours": round(e["hours"], 6)} for name, e in sorted(speakers.items())},
+        **_dnsmos(reports),
     }
+
+
+def distribution(values: list[float]) -> dict:
+    """The clips, min, quartiles and max of some scores."""
+    low, first, median, third, high = np.quantile(values, [0, 0.25, 0.5, 0.75, 1]).tolist()
+    rounded = {"min": low, "q1": first, "median": median, "q3": third, "max": high}
+    return {"clips": len(values), **{name: round(value, 3) for name, value in rounded.items()}}
+
+
+def _dnsmos(reports: list[DatasetReport]) -> dict:
+    """The DNSMOS OVRL distribution of the scored clips (kept or not), in all and per speaker, when they were scored."""
+    speakers: dict[str, list[float]] = {}
+    for report in reports:
+        for name, scores in report.dnsmos.items():
+            speakers.setdefault(name, []).extend(scores)
+    if not speakers:
+        return {}
+    every = [score for scores in speakers.values() for score in scores]
+    per_speaker = {name: distribution(scores) for name, scores in sorted(speakers.items())}
+    return {"dnsmos_ovrl": {**distribution(every), "speakers": per_speaker}}
 
 
 def full_report(reports: list[DatasetReport], rows_saved: int | None = None) -> dict:
@@ -155,6 +189,18 @@ def write_report(report: dict, folder: Path) -> Path:
     return path
 
 
+def dedupe_warning(summary: dict) -> str | None:
+    """A warning where duplicate-frame removal dropped most frames, as speech never makes it do."""
+    removed, frames = summary["frames_removed_by_dedupe"], summary.get("frames_before_dedupe")  # a file may lack it
+    if not frames or removed <= DEDUPE_MOST * frames:
+        return None
+    return (
+        f"duplicate-frame removal dropped {removed} of {frames} frames: SNAC gives most frames the same first code "
+        "only for silent audio or with another model's weights; check orpheus_snac_model (hubertsiuzdak/snac_24khz) "
+        "and listen to a row (axolotl-orpheus decode)"
+    )
+
+
 def summary_text(summary: dict) -> str:
     """A few lines for the log."""
     tokens = summary["tokens_per_row"]
@@ -165,11 +211,20 @@ def summary_text(summary: dict) -> str:
         f"  tokens per row: min {tokens['min']}, median {tokens['median']}, max {tokens['max']} "
         f"(sequence_len {tokens['sequence_len']})",
     ]
+    warning = dedupe_warning(summary)
+    if warning:
+        lines.append(f"  warning: {warning}")
     if summary.get("dropped_by_axolotl"):
         dropped = summary["dropped_by_axolotl"]["count"]
         lines.append(f"  dropped by axolotl after the strategy: {dropped} ({AXOLOTL_DROPS})")
-    if summary.get("codes_cache_entries_repaired"):  # .get: reports written before it was counted
+    if summary.get("codes_cache_entries_repaired"):  # .get: a report file may lack it (`report` reads any)
         lines.append(f"  codes cache: {summary['codes_cache_entries_repaired']} damaged entries encoded again")
+    if summary.get("dnsmos_ovrl"):
+        ovrl = summary["dnsmos_ovrl"]
+        lines.append(
+            f"  DNSMOS OVRL of {ovrl['clips']} clips: min {ovrl['min']:.2f}, quartiles {ovrl['q1']:.2f} "
+            f"{ovrl['median']:.2f} {ovrl['q3']:.2f}, max {ovrl['max']:.2f}"
+        )
     if summary.get("encode_retries"):
         lines.append(f"  encoding: {summary['encode_retries']} Ray actors restarted, their blocks encoded again")
     for kind, hints in (("dropped", DROP_REASONS), ("warnings", WARNING_REASONS)):
@@ -193,16 +248,21 @@ def report_table(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + summary_text(report["total"])
 
 
-def plot_report(report: dict, png: Path) -> Path:
-    """A PNG of the clip-duration histogram, hours per speaker, and tokens per row against sequence_len."""
+def pyplot():
+    """matplotlib's pyplot, drawing to files only."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # files only, no display needed
         import matplotlib.pyplot as plt
     except ModuleNotFoundError as exc:
-        raise SystemExit("the report plot needs matplotlib: pip install 'axolotl-orpheus[plots]'") from exc
+        raise UserError("the report plot needs matplotlib: pip install 'axolotl-orpheus[plots]'") from exc
+    return plt
 
+
+def plot_report(report: dict, png: Path) -> Path:
+    """A PNG of the clip-duration histogram, hours per speaker, and tokens per row against sequence_len."""
+    plt = pyplot()
     total = report["total"]
     figure, (durations, speakers, tokens) = plt.subplots(1, 3, figsize=(16, 4.5))
     for axis, histogram, label in (

@@ -5,17 +5,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from axolotl.utils.logging import get_logger
 from datasets import config as datasets_config
 
 from axolotl_orpheus.args import SOURCE_KEY
+from axolotl_orpheus.errors import UserError
 
-LOG = get_logger(__name__)
+LOG = logging.getLogger(__name__)
 
 # An audiofolder's metadata files, as datasets names them.
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
@@ -71,6 +72,10 @@ def cells_as_text(csv_file: Path) -> Path:
         cells += [""] * (len(header) - len(cells))  # a short row's missing cells are empty, as pandas reads them
         for column, cell in zip(columns, cells):
             column.append(cell or None)
+    if not columns[0]:
+        raise UserError(
+            f"Orpheus dataset {csv_file} has a header but no rows. To fix: add a row per clip, e.g. clip_01.wav,Hello"
+        )
     table = pa.table({name: pa.array(values, pa.string()) for name, values in zip(header, columns)})
     copy.parent.mkdir(parents=True, exist_ok=True)
     partial = copy.with_name(f".{copy.name}.{os.getpid()}")

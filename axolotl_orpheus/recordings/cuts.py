@@ -173,25 +173,21 @@ def align_words(known: list[str], heard: list[str]) -> np.ndarray:
     """For each known word, the index of the heard word that a least-edits alignment (Levenshtein) pairs it
     with, equal or substituted, or -1 where the alignment has the known word unheard.
 
-    The table's rows (one per known word) are computed a row at a time, substitutions and deletions from the
-    row above, insertions as a running minimum; only every sqrt(n)-th row is kept, and each block of rows is
-    computed again from its first when the path is traced back through it: memory grows as sqrt(n) * m.
+    The table's rows (one per known word) are computed a row at a time (scoring.next_edit_row, edit_distance's
+    recurrence); only every sqrt(n)-th row is kept, and each block of rows is computed again from its first when the
+    path is traced back through it: memory grows as sqrt(n) * m.
     """
-    vocabulary: dict[str, int] = {}
-    known_ids = np.array([vocabulary.setdefault(word, len(vocabulary)) for word in known], np.int64)
-    heard_ids = np.array([vocabulary.setdefault(word, len(vocabulary)) for word in heard], np.int64)
-    columns = np.arange(len(heard) + 1)
+    known_ids, heard_ids = scoring.as_ids(known, heard)
 
     def rows(first_row: np.ndarray, first: int, stop: int) -> np.ndarray:
         """The table's rows `first`..`stop` (row i: the first i known words), from row `first`."""
         table = [first_row]
         for index in range(first, stop):
-            candidates = np.minimum(table[-1][:-1] + (heard_ids != known_ids[index]), table[-1][1:] + 1)
-            table.append(np.minimum.accumulate(np.concatenate([[index + 1], candidates]) - columns) + columns)
+            table.append(scoring.next_edit_row(table[-1], index + 1, known_ids[index], heard_ids))
         return np.array(table)
 
     step = max(1, isqrt(len(known)))
-    checkpoints = {0: columns.copy()}
+    checkpoints = {0: np.arange(len(heard) + 1)}
     for first in range(0, len(known), step):  # (a copy: a view would keep the whole block)
         checkpoints[first + step] = rows(checkpoints[first], first, min(first + step, len(known)))[-1].copy()
     pairs = np.full(len(known), -1)

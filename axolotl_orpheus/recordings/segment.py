@@ -27,8 +27,10 @@ from tqdm import tqdm
 
 from axolotl_orpheus import audio
 from axolotl_orpheus.args import DEFAULT_ASR_MODEL, DEFAULT_MAX_CER
+from axolotl_orpheus.errors import UserError
 from axolotl_orpheus.listen import scoring
-from axolotl_orpheus.listen.asr import ASR, BATCH_SIZE, Transcript
+from axolotl_orpheus.listen.asr import ASR, BATCH_SIZE, Transcript, word_timing_problem
+from axolotl_orpheus.listen.quality import OVRL_COLUMN, QualityJudge
 from axolotl_orpheus.recordings import cuts
 from axolotl_orpheus.recordings.vad import find_clips, load_vad
 
@@ -37,7 +39,7 @@ LOG = logging.getLogger(__name__)
 REPORT_FILE = "segment_report.json"
 METADATA_COLUMNS = ("file_name", "text", "speaker", "source", "start", "end")
 # Why recorded seconds were left out, as the report counts them.
-DROP_REASONS = ("no_speech", "too_short", "no_words", "transcript_mismatch")
+DROP_REASONS = ("no_speech", "too_short", "no_words", "transcript_mismatch", "low_quality")
 
 
 def clip_samples(path: Path, spans: list[tuple[int, int]]) -> Iterator[np.ndarray]:
@@ -64,21 +66,28 @@ def clip_samples(path: Path, spans: list[tuple[int, int]]) -> Iterator[np.ndarra
 
 def recordings_in(paths: list[str], out: Path) -> list[Path]:
     """The files named, and the audio files inside the folders named (by extension, soundfile's formats),
-    leaving out the output folder."""
+    leaving out those in the output folder itself, where clips go (an earlier run's)."""
     formats = {f".{name.lower()}" for name in soundfile.available_formats()}
     found = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
+            if path.resolve() == out.resolve():
+                raise UserError(
+                    f"--out {out} is the folder of recordings {name}: the clips would land among them. To fix: give "
+                    "--out a folder of its own"
+                )
             found += [
                 file
                 for file in sorted(path.rglob("*"))
-                if file.is_file() and file.suffix.lower() in formats and out.resolve() not in file.resolve().parents
+                if file.is_file() and file.suffix.lower() in formats and file.resolve().parent != out.resolve()
             ]
-        else:
+        elif path.exists():
             found.append(path)
+        else:
+            raise UserError(f"no recording {name}: no such file or folder. To fix: check the path")
     if not found:
-        raise SystemExit(f"no audio files in {', '.join(paths)} (extensions {', '.join(sorted(formats))})")
+        raise UserError(f"no audio files in {', '.join(paths)} (extensions {', '.join(sorted(formats))})")
     return found
 
 
@@ -92,17 +101,17 @@ def read_transcripts(transcript: str | None, recordings: list[Path]) -> dict[Pat
     elif len(recordings) == 1:
         files = {recordings[0]: given}
     else:
-        raise SystemExit(
+        raise UserError(
             f"--transcript {transcript} is one text, for {len(recordings)} recordings. To fix: give a folder "
             "holding RECORDING_NAME.txt for each recording, or segment one recording at a time"
         )
     missing = [str(file) for file in files.values() if not file.is_file()]
     if missing:
-        raise SystemExit(f"no transcript {', '.join(missing)}. To fix: write the recording's text there")
+        raise UserError(f"no transcript {', '.join(missing)}. To fix: write the recording's text there")
     words = {recording: file.read_text(encoding="utf-8").split() for recording, file in files.items()}
     empty = [str(files[recording]) for recording, text in words.items() if not text]
     if empty:
-        raise SystemExit(f"transcript {', '.join(empty)} holds no words. To fix: write the recording's text there")
+        raise UserError(f"transcript {', '.join(empty)} holds no words. To fix: write the recording's text there")
     return words
 
 
@@ -117,6 +126,8 @@ class Clip:
     text: str = ""  # the row's transcript: the known text's words, or what the ASR heard
     cer: float | None = None  # of the heard text against the known text
     reason: str | None = None  # why it was dropped (DROP_REASONS), or None: kept
+    dnsmos: float | None = None  # its DNSMOS OVRL, with --min-dnsmos
+    above_full_scale: bool = False  # written as a float wav: 16 bits would clip its samples
 
     @property
     def seconds(self) -> float:
@@ -139,7 +150,9 @@ class Segmenter:
     recordings: list[dict[str, Any]] = field(default_factory=list)
     dropped_clips: list[dict[str, Any]] = field(default_factory=list)
     bad_recordings: list[dict[str, str]] = field(default_factory=list)
-    stems: Counter = field(default_factory=Counter)
+    stems: set[str] = field(default_factory=set)  # of the clips' names: one per recording
+    min_dnsmos: float | None = None  # drop kept clips whose DNSMOS OVRL is under it; None: not scored
+    judge: Any = None  # a listen.quality.QualityJudge, with min_dnsmos
     _asr: Any = None
 
     @property
@@ -148,7 +161,7 @@ class Segmenter:
             try:
                 self._asr = self.load_asr()
             except RuntimeError as error:  # ASR's own, saying how to fix it
-                raise SystemExit(str(error)) from error
+                raise UserError(str(error)) from error
         return self._asr
 
     def segment(self, path: Path, known_words: list[str] | None) -> None:
@@ -165,18 +178,43 @@ class Segmenter:
             for file in written:
                 file.unlink()
             if self.on_bad == "raise":
-                raise SystemExit(
-                    f"cannot segment {path}: {error}. To fix: convert or replace the file, or leave out --on-bad "
-                    "raise to report such recordings in segment_report.json and go on"
+                raise UserError(
+                    f"cannot segment {path}: {str(error).rstrip('.')}. To fix: convert or replace the file, or leave "
+                    "out --on-bad raise to report such recordings in segment_report.json and go on"
                 ) from error
             LOG.warning(f"skipped {path}: {error}")
             self.bad_recordings.append({"source": str(path), "reason": error.reason, "error": str(error)})
             return
+        if self.min_dnsmos is not None:
+            self._rate(path, clips)
         self._account(path, frames / rate, clips, known_words)
 
+    def _rate(self, path: Path, clips: list[Clip]) -> None:
+        """Each kept clip's DNSMOS OVRL, of its wav as preprocessing will read it; one under --min-dnsmos is
+        dropped."""
+        kept = [clip for clip in clips if clip.reason is None]
+        if not kept:
+            return
+        samples = [audio.load_clip(str(self.out / clip.name)) for clip in kept]
+        for clip, scores in zip(kept, self.judge.score(samples, audio.SAMPLE_RATE, f"DNSMOS {path.name}")):
+            clip.dnsmos = round(scores.ovrl, 3)
+            if scores.ovrl < self.min_dnsmos:
+                clip.reason = "low_quality"
+                (self.out / clip.name).unlink()
+
+    def _stem(self, path: Path) -> str:
+        """The recording's name for its clips (STEM_0001.wav...): its own, or with the first -N that no other
+        recording's has. A clip's name then names one clip whatever the recordings are called (its stem is what
+        comes before its last _)."""
+        stem, number = path.stem, 1
+        while stem in self.stems:
+            number += 1
+            stem = f"{path.stem}-{number}"
+        self.stems.add(stem)
+        return stem
+
     def _clips(self, path: Path, rate: int, frames: int, spans: list[cuts.Span]) -> list[Clip]:
-        self.stems[path.stem] += 1
-        stem = path.stem if self.stems[path.stem] == 1 else f"{path.stem}-{self.stems[path.stem]}"
+        stem = self._stem(path)
         return [
             Clip(
                 span,
@@ -195,7 +233,10 @@ class Segmenter:
         )
 
     def _write(self, clip: Clip, samples: np.ndarray, rate: int, written: list[Path]) -> None:
-        audio.write_wav(self.out / clip.name, samples, rate)
+        """The clip's wav: 16-bit, or 32-bit float where its samples peak above full scale (a float recording's
+        can), which 16 bits would clip."""
+        clip.above_full_scale = bool(np.abs(samples).max(initial=0.0) > 1.0)
+        audio.write_wav(self.out / clip.name, samples, rate, "FLOAT" if clip.above_full_scale else "PCM_16")
         written.append(self.out / clip.name)
 
     def _transcribe(self, path: Path, rate: int, clips: list[Clip], written: list[Path]) -> None:
@@ -258,6 +299,7 @@ class Segmenter:
                         "source": str(path),
                         "start": start,
                         "end": end,
+                        **({OVRL_COLUMN: clip.dnsmos} if clip.dnsmos is not None else {}),
                     }
                 )
                 continue
@@ -267,31 +309,41 @@ class Segmenter:
                 entry.update(text=clip.text, heard=clip.heard.text)
             if clip.cer is not None:
                 entry["cer"] = round(clip.cer, 3)
+            if clip.dnsmos is not None:
+                entry[OVRL_COLUMN] = clip.dnsmos
             self.dropped_clips.append(entry)
         kept = [clip for clip in clips if clip.reason is None]
+        loud = sum(clip.above_full_scale for clip in kept)
+        if loud:
+            LOG.warning(f"{path}: {loud} clips peak above full scale: written as 32-bit float wavs, samples kept")
         line = {
             "source": str(path),
             "seconds": round(seconds, 3),
             "clips": len(kept),
             "kept_seconds": round(sum(clip.seconds for clip in kept), 3),
             "dropped_seconds": {reason: round(dropped[reason], 3) for reason in DROP_REASONS if dropped[reason]},
+            "clips_above_full_scale": loud,
         }
         if known_words is not None:
             line.update(transcript_words=len(known_words), kept_words=sum(len(clip.text.split()) for clip in kept))
         self.recordings.append(line)
 
     def finish(self, settings: dict[str, Any]) -> dict[str, Any]:
-        """Write metadata.csv and segment_report.json; the report."""
-        with open(self.out / "metadata.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, METADATA_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        """Write segment_report.json, and metadata.csv where a clip was kept (a dataset of no rows is no dataset);
+        the report."""
+        columns = METADATA_COLUMNS + ((OVRL_COLUMN,) if self.min_dnsmos is not None else ())
+        if self.rows:
+            with open(self.out / "metadata.csv", "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
         hours = Counter()
         for line in self.recordings:
             hours.update(line["dropped_seconds"])
         report = {
             "recordings": len(self.recordings) + len(self.bad_recordings),
             "clips": len(self.rows),
+            "clips_above_full_scale": sum(line["clips_above_full_scale"] for line in self.recordings),
             "hours": {
                 "recorded": round(sum(line["seconds"] for line in self.recordings) / 3600, 4),
                 "kept": round(sum(line["kept_seconds"] for line in self.recordings) / 3600, 4),
@@ -319,6 +371,8 @@ def segment_recordings(
     device: str | None = None,
     on_bad: str = "skip",
     load_asr: Callable[[], Any] | None = None,
+    min_dnsmos: float | None = None,
+    judge: Any = None,
 ) -> dict[str, Any]:
     """Segment recordings (files or folders of them) into the audiofolder `out`; the report it wrote.
 
@@ -326,17 +380,26 @@ def segment_recordings(
     once a recording has speech.
     """
     folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {out} is a file; segment writes a folder of clips. To fix: give --out a new folder")
     if (folder / "metadata.csv").exists():
-        raise SystemExit(f"{folder} already holds a metadata.csv. To fix: give --out a new folder, or remove it")
+        raise UserError(f"{folder} already holds a metadata.csv. To fix: give --out a new folder, or remove it")
     if not 0 <= min_seconds < max_seconds or max_seconds <= cuts.EDGES_SECONDS + cuts.WINDOW_SECONDS:
-        raise SystemExit(
+        raise UserError(
             f"--min-seconds {min_seconds:g} and --max-seconds {max_seconds:g}: need 0 <= min < max, "
             f"and max above {cuts.EDGES_SECONDS:g} s (the silence kept at both ends)"
         )
     if max_cer < 0:
-        raise SystemExit(f"--max-cer {max_cer:g}: a character error rate is 0 or more")
+        raise UserError(f"--max-cer {max_cer:g}: a character error rate is 0 or more")
+    if min_dnsmos is not None and not 0 <= min_dnsmos <= 5:
+        raise UserError(f"--min-dnsmos {min_dnsmos:g}: DNSMOS scores are 1 to 5 (0 scores every clip, drops none)")
+    if min_dnsmos is not None and judge is None:
+        judge = QualityJudge(device)  # before the speech pass, which can take long: a missing package says so now
     files = recordings_in(recordings, folder)
     known = read_transcripts(transcript, files)
+    problem = transcript and load_asr is None and word_timing_problem(asr_model)
+    if problem:  # before the speech pass, which can take long
+        raise UserError(f"{problem}; or leave out --transcript")
     settings = {
         "min_seconds": min_seconds,
         "max_seconds": max_seconds,
@@ -344,6 +407,7 @@ def segment_recordings(
         "language": language,
         "transcript": transcript,
         "max_cer": max_cer if transcript else None,
+        "min_dnsmos": min_dnsmos,
         "pause_seconds": cuts.PAUSE_SECONDS,
         "lead_seconds": cuts.LEAD_SECONDS,
         "tail_seconds": cuts.TAIL_SECONDS,
@@ -357,10 +421,40 @@ def segment_recordings(
         max_cer,
         on_bad,
         load_asr or partial(ASR, asr_model, device, language),
+        min_dnsmos=min_dnsmos,
+        judge=judge,
     )
     for path in tqdm(files, desc="Recordings", unit="recording"):
         segmenter.segment(path, known.get(path))
-    return segmenter.finish(settings)
+    report = segmenter.finish(settings)
+    if not report["clips"]:
+        raise UserError(nothing_kept(report, folder / REPORT_FILE))
+    return report
+
+
+# What to change when a reason dropped every clip.
+NOTHING_KEPT_FIXES = {
+    "too_short": "lower --min-seconds",
+    "no_words": "check --asr-model and --language: the ASR heard no words",
+    "transcript_mismatch": "check that --transcript is these recordings' text, or raise --max-cer",
+    "low_quality": "lower --min-dnsmos, or listen to the recordings: noise, echo, music or distortion",
+}
+
+
+def nothing_kept(report: dict[str, Any], path: Path) -> str:
+    """Why a run kept no clip, in one line: no recording could be read, no speech, or every clip dropped."""
+    recordings = report["per_recording"]
+    if not recordings:
+        return f"none of the {report['recordings']} recordings could be read: {path} says why; no metadata.csv written"
+    reasons = [reason for reason in DROP_REASONS[1:] if any(line["dropped_seconds"].get(reason) for line in recordings)]
+    if not reasons:
+        seconds = sum(line["seconds"] for line in recordings)
+        return (
+            f"no speech found in {len(recordings)} recording{'s' if len(recordings) > 1 else ''} ({seconds:.1f} s): "
+            "no clips, no metadata.csv written. To fix: give recordings of someone speaking"
+        )
+    fixes = "; ".join(NOTHING_KEPT_FIXES[reason] for reason in reasons)
+    return f"every clip was dropped ({', '.join(reasons)}: see {path}), no metadata.csv written. To fix: {fixes}"
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -371,5 +465,10 @@ def summary(report: dict[str, Any]) -> str:
         f"{report['clips']} clips, {hours['kept']:.2f} h kept of {hours['recorded']:.2f} h in "
         f"{report['recordings']} recordings; dropped: {dropped}"
     ]
+    if report["clips_above_full_scale"]:
+        lines.append(
+            f"{report['clips_above_full_scale']} clips peak above full scale: written as 32-bit float wavs, their "
+            "samples kept (16 bits would clip them)"
+        )
     lines += [f"skipped {bad['source']}: {bad['error']}" for bad in report["bad_recordings"]]
     return "\n".join(lines)

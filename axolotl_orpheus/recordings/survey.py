@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from axolotl_orpheus import audio
 from axolotl_orpheus.args import DEFAULT_BASE_MODEL, DEFAULT_SEQUENCE_LEN, DEFAULT_SNAC_MODEL
+from axolotl_orpheus.errors import UserError
 from axolotl_orpheus.layout import SAMPLES_PER_FRAME, TOKENS_PER_FRAME, whole_frames
 
 # Column names seen in public speech datasets, most common first.
@@ -42,6 +43,7 @@ class DatasetSurvey:
     sample_rates: Counter = field(default_factory=Counter)
     speakers: Counter = field(default_factory=Counter)
     unreadable: list[int] = field(default_factory=list)
+    dnsmos: list[float] = field(default_factory=list)  # the OVRL column `segment --min-dnsmos` writes, if there
 
     def estimated_tokens(self, seconds: float) -> int:
         return TOKENS_PER_FRAME * whole_frames(seconds * audio.SAMPLE_RATE) + PROMPT_TOKENS
@@ -81,13 +83,24 @@ class DatasetSurvey:
             f"  clip seconds: min {min(durations):.1f}, median {statistics.median(durations):.1f}, "
             f"max {max(durations):.1f}\n"
             f"  clips per speaker: {speakers}"
+        ) + self.dnsmos_summary()
+
+    def dnsmos_summary(self) -> str:
+        from axolotl_orpheus.listen.quality import OVRL_COLUMN, THRESHOLDS
+
+        if not self.dnsmos:
+            return ""
+        under = ", ".join(f"{sum(s < t for s in self.dnsmos)} under {t:g}" for t in THRESHOLDS)
+        return (
+            f"\n  DNSMOS OVRL ({OVRL_COLUMN}): min {min(self.dnsmos):.2f}, "
+            f"median {statistics.median(self.dnsmos):.2f}, max {max(self.dnsmos):.2f}; {under}"
         )
 
 
 def pick(columns: list[str], candidates: tuple[str, ...], what: str, required: bool = True) -> str | None:
     found = next((name for name in candidates if name in columns), None)
     if found is None and required:
-        raise SystemExit(
+        raise UserError(
             f"cannot tell which column holds the {what}: the dataset has {columns}; expected one of {candidates}"
         )
     return found
@@ -113,7 +126,12 @@ def open_dataset(path: str) -> RawDataset:
 
     entry = DictDefault({"path": path, "type": "axolotl_orpheus.tts", "split": "train"})
     point_at_rows(entry, "train")
-    dataset = load_dataset_with_config(entry, use_auth_token=False)
+    try:
+        dataset = load_dataset_with_config(entry, use_auth_token=False)
+    except ValueError as error:  # axolotl's, for a path that is neither here nor on the hub
+        raise UserError(f"cannot load the dataset {path}: {error}") from error
+    if not len(dataset):
+        raise UserError(f"{path} has no rows. To fix: give it a row per clip")
     columns = dataset.column_names
     audio_features = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
     audio_column = audio_features[0] if audio_features else pick(columns, AUDIO_COLUMNS, "audio")
@@ -146,6 +164,10 @@ def survey(path: str) -> DatasetSurvey:
         found.durations.append(header.seconds)
         found.sample_rates[header.rate] += 1
         found.speakers["" if speaker is None else speaker_text(speaker)] += 1
+    from axolotl_orpheus.listen.quality import OVRL_COLUMN
+
+    if OVRL_COLUMN in dataset.column_names:
+        found.dnsmos = [float(value) for value in dataset[OVRL_COLUMN] if value not in (None, "")]
     return found
 
 
@@ -212,7 +234,14 @@ def write_config(
     snac_model: str = DEFAULT_SNAC_MODEL,
     sequence_len: int = DEFAULT_SEQUENCE_LEN,
 ) -> str:
-    """The finetune.yml text for a surveyed dataset."""
+    """The finetune.yml text for a surveyed dataset. `voice` names the voice of a dataset without a speaker column,
+    or of one whose speaker column holds one name (which it replaces); a column of several speakers is refused."""
+    if voice and found.speaker_column and len(found.speakers) > 1:
+        raise UserError(
+            f"--voice {voice}: {found.path} names {len(found.speakers)} speakers in its column "
+            f"{found.speaker_column!r}, which the prompts use. To fix: leave out --voice"
+        )
+    renamed = next(iter(found.speakers), "") if voice and found.speaker_column else None
     mappings = {}
     if found.audio_column != "audio" and not (found.audio_column == "file_name" and "audio" not in found.columns):
         mappings["audio"] = found.audio_column
@@ -220,14 +249,17 @@ def write_config(
         mappings["text"] = found.text_column
     if found.speaker_column and found.speaker_column != "speaker":
         mappings["speaker"] = found.speaker_column
-    if voice and not found.speaker_column:
+    if renamed is not None:
+        mappings["speaker"] = ""  # the column's one name gives way to the voice's
+    if voice:
         mappings["voice"] = voice
     lines = "".join(f"      {key}: {yaml_scalar(value)}\n" for key, value in mappings.items())
-    speaker_note = (
-        f", {len(found.speakers)} speakers from column {found.speaker_column!r}"
-        if found.speaker_column
-        else (f", one voice named {voice!r}" if voice else ", one voice, text-only prompts")
-    )
+    if renamed is not None:
+        speaker_note = f", one voice named {voice!r} (column {found.speaker_column!r} says {renamed!r})"
+    elif found.speaker_column:
+        speaker_note = f", {len(found.speakers)} speakers from column {found.speaker_column!r}"
+    else:
+        speaker_note = f", one voice named {voice!r}" if voice else ", one voice, text-only prompts"
     return CONFIG_TEMPLATE.format(
         path=found.path,
         path_value=yaml_scalar(found.path),

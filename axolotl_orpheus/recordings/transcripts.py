@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,9 +34,18 @@ class Checked:
     cer: float
 
 
-def check_transcripts(path: str, asr: ASR, threshold: float = DEFAULT_MAX_CER) -> dict:
-    """Every readable row's CER against Whisper's transcript; the report lists those over `threshold`, worst first."""
+def check_transcripts(
+    path: str, asr: ASR | Callable[[], ASR], threshold: float = DEFAULT_MAX_CER, every_row: bool = False
+) -> dict:
+    """Every readable row's CER against Whisper's transcript; the report lists those over `threshold`, worst first,
+    and with `every_row` (for `check`) every row heard, in order, under "checked".
+
+    `asr`: the ASR, or what loads it (e.g. `functools.partial(ASR, name, device, language)`), called once the
+    dataset is open: a wrong dataset path then fails in a second, not after a model load.
+    """
     dataset, base_dir, audio_column, text_column, _ = open_dataset(path)
+    if callable(asr):  # a loader; an ASR is not callable
+        asr = asr()
     sources, texts = dataset[audio_column], dataset[text_column]
     checked: list[Checked] = []
     unreadable: list[dict] = []
@@ -71,6 +81,7 @@ def check_transcripts(path: str, asr: ASR, threshold: float = DEFAULT_MAX_CER) -
         },
         "flagged": [asdict(c) for c in flagged],
         "unreadable": unreadable,
+        **({"checked": [asdict(c) for c in checked]} if every_row else {}),
     }
 
 

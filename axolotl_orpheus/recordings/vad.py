@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from axolotl_orpheus import audio
+from axolotl_orpheus.errors import UserError
 from axolotl_orpheus.recordings import cuts
 
 
@@ -33,7 +34,7 @@ def load_vad() -> torch.jit.ScriptModule:
         try:
             from silero_vad import load_silero_vad
         except ImportError as error:
-            raise SystemExit(
+            raise UserError(
                 f"segment needs Silero VAD ({error}). To fix: pip install 'axolotl-orpheus[segment]'"
             ) from error
     return load_silero_vad()
@@ -66,18 +67,25 @@ def speech_windows(
         probabilities.extend(float(vad(window, cuts.VAD_RATE)) for window in torch.from_numpy(windows))
 
     vad.reset_states()
-    # A window is too little work to share: on 2 busy cores, two threads heard it 80 times slower than one.
+    # NaN or infinite samples: the first's and last's frames and their count. After the first, the rest of the
+    # recording is only searched for more, to say where they all are.
+    first = last = None
+    count = 0
+    # A window is too little work to share between threads, which then spend their time waiting on each other.
     with torch.inference_mode(), torch_threads(1):
         for block in blocks:
-            if not np.isfinite(block).all():
-                bad = len(block) - int(np.count_nonzero(np.isfinite(block)))
-                raise audio.AudioError(
-                    f"{bad} samples from second {frames / rate:.1f} are NaN or infinite", "non_finite_samples"
-                )
+            (non_finite,) = np.nonzero(~np.isfinite(block))
+            if len(non_finite):
+                first = frames + int(non_finite[0]) if first is None else first
+                last, count = frames + int(non_finite[-1]), count + len(non_finite)
             frames += len(block)
-            hear(block if stream is None else stream.resample_chunk(block))
+            if first is None:
+                hear(block if stream is None else stream.resample_chunk(block))
             if progress is not None:
                 progress.update(len(block) / rate)
+        if first is not None:
+            where = f"at {first / rate:.2f} s" if count == 1 else f"from {first / rate:.2f} s to {last / rate:.2f} s"
+            raise audio.AudioError(f"{count} samples {where} are NaN or infinite", "non_finite_samples")
         hear(
             np.zeros(0, np.float32) if stream is None else stream.resample_chunk(np.zeros(0, np.float32), last=True),
             last=True,
