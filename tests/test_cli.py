@@ -17,8 +17,6 @@ def test_init_writes_a_config_that_preprocess_accepts_and_report_plots_it(tmp_pa
         [
             "init",
             str(BUNDLED_CLIPS),
-            "--voice",
-            "ignored",
             "--out",
             str(out),
             "--base-model",

@@ -216,7 +216,7 @@ def test_a_cluster_address_where_nothing_listens_is_named_in_seconds(monkeypatch
     with pytest.raises(UserError, match=rf"address RAY_ADDRESS=127.0.0.1:{port} \(.+\)\. To fix: start the cluster"):
         with cluster.connected(None):
             pass
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60  # the bound: named within a minute, not retried for minutes
     import ray
 
     assert not ray.is_initialized()

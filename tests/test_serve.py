@@ -412,8 +412,8 @@ def test_a_resumed_row_may_stop_at_once_and_a_new_one_may_not():
 
 
 def test_a_job_joins_a_running_batch_at_a_frame_boundary(server):
-    """A second piece arriving while the first generates joins it (the batch restarts from both rows' frames);
-    each still gets whole frames up to its own budget, and the first is the same as alone."""
+    """A second piece arriving while the first generates joins it at the next frame boundary (the batch restarts
+    from both rows' frames); each gets whole frames up to its own budget."""
     from axolotl_orpheus.listen.speak import generate_frames, speech_prompt_ids
     from axolotl_orpheus.serve.engine import End, Engine, Job
 
@@ -421,26 +421,26 @@ def test_a_job_joins_a_running_batch_at_a_frame_boundary(server):
     prompts = [speech_prompt_ids(tokenizer, text, "tara") for text in ("A first piece to say.", "A second.")]
     got: dict[int, list] = {0: [], 1: []}
     ended = {0: threading.Event(), 1: threading.Event()}
-
-    def deliver(row: int):
-        def take(item) -> None:
-            got[row].append(item)
-            if isinstance(item, (End, BaseException)):
-                ended[row].set()
-
-        return take
-
     engine = Engine(model, max_batch=2)
+    second = Job(prompts[1], 4, 35, 0.6, 0.95, 1.1, lambda item: take(1, item))
+
+    def take(row: int, item) -> None:
+        got[row].append(item)
+        if row == 0 and len(got[0]) == 2:  # called in the worker, mid-round: the second arrives now
+            engine.submit(second)
+        if isinstance(item, (End, BaseException)):
+            ended[row].set()
+
     try:
-        engine.submit(Job(prompts[0], 3, 2100, 0.6, 0.95, 1.1, deliver(0)))
-        wait_for(lambda: len(got[0]) >= 2)  # the first is generating
-        engine.submit(Job(prompts[1], 4, 70, 0.6, 0.95, 1.1, deliver(1)))
-        assert ended[1].wait(TIMEOUT) and ended[0].wait(TIMEOUT)
+        engine.submit(Job(prompts[0], 3, 70, 0.6, 0.95, 1.1, lambda item: take(0, item)))
+        assert ended[0].wait(TIMEOUT) and ended[1].wait(TIMEOUT)
     finally:
         engine.close()
-    assert engine.rounds >= 2 and engine.rows >= 3  # the first ran alone, then with the second
-    assert got[1][-1] == End(stopped=False) and len(got[1]) == 10 + 1
-    first = np.concatenate(got[0][:-1])
-    assert first.shape == (300, 7) and ((first >= layout.FRAME_OFFSETS) & (first < layout.FRAME_OFFSETS + 4096)).all()
-    alone = generate_frames(model, prompts[:1], [3], max_new_tokens=2100)[0].frames
-    np.testing.assert_array_equal(first, alone)  # resumed from its frames, with its generator where it was
+    assert (engine.rounds, engine.rows) == (2, 3)  # the first alone, then both
+    assert got[0][-1] == got[1][-1] == End(stopped=False)  # the random model never says end_of_speech
+    first, joined = np.concatenate(got[0][:-1]), np.concatenate(got[1][:-1])
+    assert first.shape == (10, 7) and joined.shape == (5, 7)
+    for frames in (first, joined):
+        assert ((frames >= layout.FRAME_OFFSETS) & (frames < layout.FRAME_OFFSETS + layout.CODEBOOK_SIZE)).all()
+    alone = generate_frames(model, prompts[:1], [3], max_new_tokens=14)[0].frames
+    np.testing.assert_array_equal(first[:2], alone)  # before the join it ran alone
