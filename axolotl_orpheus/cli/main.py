@@ -1,6 +1,6 @@
 """`axolotl-orpheus`: from recordings to a voice, with `axolotl preprocess` and `axolotl train` in between.
 
-  segment -> init -> check -> (axolotl preprocess) -> report -> (axolotl train) -> evaluate -> speak
+  segment -> init -> check -> (axolotl preprocess) -> report -> (axolotl train) -> evaluate -> share -> serve
 
 Each command's `--help` shows its options and their defaults."""
 
