@@ -47,15 +47,22 @@ def axolotl(monkeypatch):
 
 @pytest.fixture(scope="session")
 def cache_home(tmp_path_factory) -> Path:
-    """An XDG_CACHE_HOME for the session, where the CLI finds the stand-ins the fixtures built."""
-    return tmp_path_factory.mktemp("cache")
+    """An XDG_CACHE_HOME for the session, where the CLI finds the stand-ins the fixtures built: one for all of
+    pytest-xdist's workers (the folder above each worker's own), so that they build the stand-ins once."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cache"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
 def standins(cache_home) -> dict[str, Path]:
+    from filelock import FileLock
+
     from axolotl_orpheus.cli.standins import build_standins
 
-    return build_standins(cache_home / "axolotl_orpheus" / "standins")
+    with FileLock(cache_home / "standins.lock"):  # one worker builds, the others wait and read
+        return build_standins(cache_home / "axolotl_orpheus" / "standins")
 
 
 @pytest.fixture(scope="session")

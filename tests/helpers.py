@@ -146,6 +146,16 @@ def prepare(tokenizer, path: Path, dataset: Dataset | None = None, **settings) -
     return prepare_report(tokenizer, path, dataset, **settings)[0]
 
 
+def judge_options(standins) -> list[str]:
+    """`evaluate`'s options for the session's stand-in judges (SNAC, Whisper, the speaker model), on CPU."""
+    return ["--asr-model", str(standins["asr"]), "--speaker-model", str(standins["speaker"])] + [
+        "--snac-model",
+        str(standins["snac"]),
+        "--device",
+        "cpu",
+    ]
+
+
 def usage_error(capsys, argv: list[str]) -> str:
     """What `axolotl-orpheus ARGV` says when it refuses a user's mistake: exit code 2 and one line, the last on
     stderr (progress bars may stand before it)."""

@@ -226,11 +226,12 @@ def test_decode_is_reproducible_and_leaves_the_global_rng_alone(snac_model, spee
 
 def test_long_clips_are_encoded_in_windows_with_the_same_codes(snac_model, speech_24k):
     """Bounded memory for long clips: windows with context give exactly the whole clip's codes."""
-    clip = np.concatenate(speech_24k)  # about 15 s, 174 frames
+    clip = np.concatenate(speech_24k[:3])  # about 9 s, 103 frames
     whole = codec.encode(snac_model, [clip], window_frames=10_000)
-    assert_same_codes(codec.encode(snac_model, [clip], window_frames=40), whole)  # 5 windows
+    assert len(whole[0][0]) > 3 * 30  # frames for 4 windows of 30
+    assert_same_codes(codec.encode(snac_model, [clip], window_frames=30), whole)  # 4 windows
     assert_same_codes(
-        codec.encode(snac_model, [clip[:-3000], clip], window_frames=100),
+        codec.encode(snac_model, [clip[:-3000], clip], window_frames=40),  # 3 windows each, in one batch
         codec.encode(snac_model, [clip[:-3000], clip]),
     )
 

@@ -11,7 +11,7 @@ from datasets import load_from_disk
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.cli.demo import decode_row, demo_config, newest_prepared_dataset
-from helpers import reference_rows
+from helpers import judge_options, reference_rows
 
 
 def test_preprocess_and_train_on_an_audiofolder_and_parquet(
@@ -180,19 +180,12 @@ def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(tmp_path,
             str(prepared),
             "--rows",
             "2",
-            "--asr-model",
-            str(standins["asr"]),
-            "--speaker-model",
-            str(standins["speaker"]),
-            "--snac-model",
-            str(standins["snac"]),
             "--max-new-tokens",
             "35",
-            "--device",
-            "cpu",
             "--out",
             str(out),
         ]
+        + judge_options(standins)
     )
     assert "checkpoint-2" in capsys.readouterr().out
     report = json.loads((out / "metrics.json").read_text())["checkpoint-2"]

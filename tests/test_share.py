@@ -1,7 +1,7 @@
 """Sharing a voice: what training stamps into every checkpoint, `axolotl-orpheus share` on a full model and on a LoRA
 adapter (as is and merged), the card, the published config, and `init --from` a shared voice.
 
-The models are trained once for the module, through axolotl's own in-process entry points (do_preprocess, do_train):
+The models are trained once for the module, through axolotl's own command line in this process (helpers.run_axolotl):
 a full fine-tune of the tiny stand-in Llama, scored by the stand-in Whisper and speaker model at its one evaluation,
 and a LoRA run on the same prepared rows.
 """
@@ -24,7 +24,7 @@ from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, demo_config, newest_prepared
 from axolotl_orpheus.cli.main import main as cli_main
 from axolotl_orpheus.listen.speak import speech_prompt_ids
 from axolotl_orpheus.share.config import LOCAL_NOTE, continue_from, without_secrets
-from helpers import usage_error
+from helpers import judge_options, run_axolotl, usage_error
 
 SECRETS = {"wandb_api_key": "wandb-secret-5f0c2a9e", "hf_token": "hf_SecretTokenForTheTestsOnly1234"}
 # The shared folders' samples: one each, two frames, to keep the module quick.
@@ -38,23 +38,6 @@ class Runs:
     lora_config: Path
     lora: Path
     prepared: Path
-
-
-def axolotl_in_process(command: str, config: Path) -> None:
-    """`axolotl preprocess` or `axolotl train` through axolotl's own entry points, in this process."""
-    from axolotl.cli.args import PreprocessCliArgs, TrainerCliArgs
-    from axolotl.cli.config import load_cfg
-
-    if command == "preprocess":
-        from axolotl.cli.preprocess import do_preprocess
-
-        cfg = load_cfg(str(config), is_preprocess=True)
-        cfg.is_preprocess = True
-        do_preprocess(cfg, PreprocessCliArgs(download=False))
-    else:
-        from axolotl.cli.train import do_train
-
-        do_train(load_cfg(str(config)), TrainerCliArgs())
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +58,9 @@ def runs(tmp_path_factory, standins) -> Runs:
     )
     path = root / "finetune.yml"
     path.write_text(yaml.safe_dump(config))
-    axolotl_in_process("preprocess", path)
-    axolotl_in_process("train", path)
+    with pytest.MonkeyPatch.context() as monkeypatch:  # the `axolotl` fixture's runs, for the module
+        run_axolotl(monkeypatch, "preprocess", path, root)
+        run_axolotl(monkeypatch, "train", path, root)
 
     lora = {key: value for key, value in config.items() if key not in {"metric_for_best_model", *SECRETS}}
     lora.update(
@@ -93,7 +77,8 @@ def runs(tmp_path_factory, standins) -> Runs:
     )
     lora_path = root / "lora.yml"
     lora_path.write_text(yaml.safe_dump(lora))
-    axolotl_in_process("train", lora_path)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_axolotl(monkeypatch, "train", lora_path, root)
     return Runs(path, Path(config["output_dir"]), lora_path, root / "lora", newest_prepared_dataset(root / "prepared"))
 
 
@@ -300,8 +285,8 @@ def test_scores_from_evaluate_and_refusals(runs, full_voice, tmp_path, standins,
     cli_main(
         ["evaluate", "--model", str(runs.full), "--texts", str(write_texts(tmp_path)), "--voice", "ada"]
         + ["--reference", str(BUNDLED_CLIPS / "clip_01.wav")]
-        + ["--out", str(evaluated), "--asr-model", str(standins["asr"]), "--speaker-model", str(standins["speaker"])]
-        + ["--snac-model", str(standins["snac"]), "--max-new-tokens", "14", "--device", "cpu"]
+        + ["--out", str(evaluated), "--max-new-tokens", "14"]
+        + judge_options(standins)
     )
     out = tmp_path / "voice"
     share([str(runs.full), "--out", str(out), "--scores", str(evaluated), "--samples", "0"])
@@ -355,7 +340,9 @@ def test_push_to_the_hub_offline_fails_with_the_fix_and_keeps_the_folder(runs, t
     )
 
 
-def test_init_from_a_shared_voice_writes_a_config_axolotl_preprocesses(full_voice, tmp_path, monkeypatch, standins):
+def test_init_from_a_shared_voice_writes_a_config_axolotl_preprocesses(
+    full_voice, tmp_path, monkeypatch, standins, axolotl
+):
     """A second voice built on the first: base_model is the shared folder, its orpheus_* settings come along, and
     axolotl's own preprocess (in this process) accepts the config as init wrote it."""
     out, _ = full_voice
@@ -372,7 +359,7 @@ def test_init_from_a_shared_voice_writes_a_config_axolotl_preprocesses(full_voic
 
     config["dataset_num_proc"] = 1  # spawning workers costs more than these six clips
     config_path.write_text(yaml.safe_dump(config))
-    axolotl_in_process("preprocess", config_path)
+    axolotl("preprocess", config_path, tmp_path)
     report = json.loads((newest_prepared_dataset(tmp_path / "prepared") / "orpheus_report.json").read_text())
     assert report["total"]["rows_out"] == 6
 
