@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import yaml
 from axolotl.cli.config import load_cfg
 
 from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, newest_prepared_dataset
-from axolotl_orpheus.cli.main import main
+from axolotl_orpheus.cli.main import main, parser
 from helpers import voice_folder
 
 
@@ -148,3 +150,20 @@ def test_init_voice_names_a_one_speaker_column_and_is_refused_for_several(
     assert exited.value.code == 2 and refused.startswith("axolotl-orpheus init: --voice tara: ")
     assert "names 2 speakers in its column 'speaker'" in refused
     assert not (tmp_path / "x.yml").exists()
+
+
+def test_every_command_gives_each_option_help_and_shows_its_default(capsys):
+    """One grammar: the commands in the user's order, and in each one's --help every option has a help text and
+    shows its default (one without a default says in its help what happens instead)."""
+    (commands,) = [action for action in parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    user_order = "segment init check check-transcripts report evaluate share serve speak decode cache demo"
+    assert list(commands.choices) == user_order.split()
+    for name, command in commands.choices.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        for action in command._actions:
+            named = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{named} has no help"
+            if action.default not in (None, False, argparse.SUPPRESS) and not action.required:
+                assert f"(default: {action.default})" in shown, named
