@@ -42,9 +42,11 @@ except ModuleNotFoundError as exc:
 
 LOG = logging.getLogger(__name__)
 
+# The types datasets' writer gives every other strategy's rows (input_ids int32, attention_mask int8, labels as
+# inferred), so that axolotl can merge an Orpheus dataset with a text one in one config.
 ROW_FEATURES = Features(
     {
-        "input_ids": Sequence(Value("int64")),
+        "input_ids": Sequence(Value("int32")),
         "attention_mask": Sequence(Value("int8")),
         "labels": Sequence(Value("int64")),
     }

@@ -206,29 +206,22 @@ def test_the_packages_info_lines_reach_axolotls_log(standins):
     assert line in result.stdout, result.stdout + result.stderr
 
 
-def test_the_report_counts_the_orpheus_rows_beside_another_dataset(
-    tmp_path, axolotl, standins, tokenizer, audiofolder_24k
-):
-    """A config mixing an Orpheus dataset with another (rows tokenized elsewhere, which axolotl takes as they are):
-    the saved rows hold both, and the report's figures are the Orpheus rows' alone (no negative
-    dropped_by_axolotl)."""
+def test_the_report_counts_the_orpheus_rows_beside_another_dataset(tmp_path, axolotl, standins, audiofolder_24k):
+    """A config mixing an Orpheus dataset with a text one (axolotl's completion strategy): axolotl merges their rows
+    (their column types match), the saved rows hold both, and the report's figures are the Orpheus rows' alone
+    (no negative dropped_by_axolotl)."""
     import json
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from datasets import load_from_disk
 
     from axolotl_orpheus.cli.demo import newest_prepared_dataset
 
-    ids = [tokenizer(f"A plain text row, number {n}.")["input_ids"] for n in range(5)]
-    other = tmp_path / "tokenized.parquet"
-    columns = {"input_ids": (ids, pa.int64()), "attention_mask": ([[1] * len(i) for i in ids], pa.int8())}
-    columns["labels"] = (ids, pa.int64())
-    pq.write_table(pa.table({name: pa.array(v, pa.list_(kind)) for name, (v, kind) in columns.items()}), other)
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps({"text": f"A plain text row, number {n}."}) + "\n" for n in range(5)))
     config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], 1)
     config["datasets"] = [
         {"path": str(audiofolder_24k), "type": "axolotl_orpheus.tts"},
-        {"path": str(other), "ds_type": "parquet", "type": "completion"},
+        {"path": str(text), "ds_type": "json", "type": "completion"},
     ]
     path = tmp_path / "mixed.yml"
     path.write_text(yaml.safe_dump(config))
