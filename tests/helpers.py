@@ -148,12 +148,8 @@ def prepare(tokenizer, path: Path, dataset: Dataset | None = None, **settings) -
 
 def judge_options(standins) -> list[str]:
     """`evaluate`'s options for the session's stand-in judges (SNAC, Whisper, the speaker model), on CPU."""
-    return ["--asr-model", str(standins["asr"]), "--speaker-model", str(standins["speaker"])] + [
-        "--snac-model",
-        str(standins["snac"]),
-        "--device",
-        "cpu",
-    ]
+    asr, speaker, snac = (str(standins[name]) for name in ("asr", "speaker", "snac"))
+    return ["--asr-model", asr, "--speaker-model", speaker, "--snac-model", snac, "--device", "cpu"]
 
 
 def usage_error(capsys, argv: list[str]) -> str:
