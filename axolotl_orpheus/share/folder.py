@@ -13,9 +13,9 @@ import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from axolotl_orpheus.args import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from axolotl_orpheus.args import DEFAULT_MAX_NEW_TOKENS
 from axolotl_orpheus.errors import UserError
-from axolotl_orpheus.listen.voice import ADAPTER_CONFIG, VoiceInfo
+from axolotl_orpheus.listen.voice import ADAPTER_CONFIG, Sampling, VoiceInfo
 from axolotl_orpheus.share import DEFAULT_SAMPLES, card
 from axolotl_orpheus.share.config import CONFIG_FILE, PublishedConfig, published_config
 from axolotl_orpheus.share.scores import checkpoint_step, evaluate_scores, training_scores
@@ -188,12 +188,8 @@ def speak_samples(out: Path, info: VoiceInfo, options: ShareOptions, prompts: li
 
 
 def sampling(options: ShareOptions) -> dict:
-    return {
-        "temperature": DEFAULT_TEMPERATURE,
-        "top_p": DEFAULT_TOP_P,
-        "repetition_penalty": DEFAULT_REPETITION_PENALTY,
-        "max_new_tokens": options.max_new_tokens,
-    }
+    """How the samples are spoken: a voice's defaults, with the samples' own token budget."""
+    return asdict(Sampling(max_new_tokens=options.max_new_tokens))
 
 
 def share_voice(options: ShareOptions) -> Shared:

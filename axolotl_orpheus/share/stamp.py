@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from transformers import GenerationConfig, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from axolotl_orpheus import __version__, layout
-from axolotl_orpheus.args import (
-    DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_REPETITION_PENALTY,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_P,
-    OrpheusArgs,
-)
-from axolotl_orpheus.listen.voice import SPEAKER_PROMPT, TEXT_PROMPT, VoiceInfo
+from axolotl_orpheus.args import OrpheusArgs
+from axolotl_orpheus.listen.voice import SPEAKER_PROMPT, TEXT_PROMPT, Sampling, VoiceInfo
 from axolotl_orpheus.prepare.report import REPORT_FILE, write_report
 
 LOG = logging.getLogger(__name__)
@@ -40,10 +34,7 @@ def generation_config() -> GenerationConfig:
         eos_token_id=layout.END_OF_SPEECH,
         pad_token_id=layout.PAD,
         do_sample=True,
-        temperature=DEFAULT_TEMPERATURE,
-        top_p=DEFAULT_TOP_P,
-        repetition_penalty=DEFAULT_REPETITION_PENALTY,
-        max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+        **asdict(Sampling()),
     )
 
 
