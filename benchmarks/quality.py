@@ -7,7 +7,8 @@ time, on the same clips in one run; then what `orpheus_dnsmos: true` adds to `ax
 Clips are cut from the bundled speech (espeak-ng) joined with pauses, at 16 kHz, each at its own gain: --short
 clips of 1-3 s, --medium clips of 5-10 s, one recording of --long-minutes. For each set: audio seconds scored per
 second by speechmos (one `dnsmos.run` per clip, as its README shows) and by the judge (all clips in one call),
-their ratio, and the largest difference between their scores. Then preprocess.py's corpus and harness: `axolotl
+their ratio, and the largest difference between their scores; before them, how fast the judge's shared layers
+run against a float32 matrix product on the same cores (layer_speed). Then preprocess.py's corpus and harness: `axolotl
 preprocess` in a fresh process with a cold codes cache, without and with `orpheus_dnsmos: true`, and the time the
 scoring adds. The last line printed is one JSON object with those figures.
 """
@@ -80,6 +81,41 @@ def compare(judge: QualityJudge, clips: list[np.ndarray], reference: bool) -> di
     return figures
 
 
+def layer_speed(judge: QualityJudge, frames: int = 512, rounds: int = 3) -> dict:
+    """How fast P.835's full-resolution layers (the judge's shared work) run, in GFLOP/s, beside torch's float32
+    matrix product of 2048 x 2048 on the same cores: how near the machine's speed they already are."""
+    import onnx
+
+    from axolotl_orpheus.listen import quality
+
+    model = onnx.load_from_string(quality._model_files()[0])
+    shapes = {tensor.name: list(tensor.dims) for tensor in model.graph.initializer}
+    per_frame = 0
+    for node in model.graph.node:
+        if node.op_type == "MaxPool":  # the first pooling ends the full-resolution layers
+            break
+        if node.op_type == "Conv":  # the STFT's, once per frame; the 3x3 ones, at each of 161 frequency bins
+            weights = shapes[node.input[1]]
+            per_frame += 2 * int(np.prod(weights)) * (161 if len(weights) == 4 else 1)
+    inputs = {quality.FRAMES_NODE: np.random.default_rng(0).standard_normal((1, frames + 8, 320), np.float32) / 10}
+    judge.first_layers.run([quality.POOLED_NODE], inputs)
+    began = time.perf_counter()
+    for _ in range(rounds):
+        judge.first_layers.run([quality.POOLED_NODE], inputs)
+    layers = per_frame * (frames + 8) * rounds / (time.perf_counter() - began) / 1e9
+    square = torch.rand(2048, 2048)
+    square @ square
+    began = time.perf_counter()
+    for _ in range(rounds):
+        square @ square
+    product = 2 * 2048**3 * rounds / (time.perf_counter() - began) / 1e9
+    return {
+        "mflop_per_frame": round(per_frame / 1e6, 1),
+        "layers_gflops": round(layers),
+        "matmul_gflops": round(product),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", type=int, default=24, help="clips of 1-3 s")
@@ -105,6 +141,8 @@ def main() -> None:
         "device": args.device,
         "providers": judge.providers,
     }
+    figures["layer_speed"] = layer_speed(judge)
+    print("layer_speed", figures["layer_speed"], flush=True)
     sets = [("short_1_3_s", args.short, 1, 3, True), ("medium_5_10_s", args.medium, 5, 10, True)]
     for name, count, low, high, reference in sets:
         if count:

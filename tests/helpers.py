@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # torch and datasets take seconds to import: conftest imports
     from axolotl_orpheus.prepare.report import DatasetReport
 
 CLIPS_DIR = Path(str(BUNDLED_CLIPS))
+# Secrets in a config (conftest's scored_training): sharing must leave them out.
+SECRETS = {"wandb_api_key": "wandb-secret-5f0c2a9e", "hf_token": "hf_SecretTokenForTheTestsOnly1234"}
 # Where snac_model runs: ORPHEUS_TEST_DEVICE=cuda runs the codec's exactness tests on a GPU
 # (`pytest tests/test_codec.py`), against stock SNAC on the CPU.
 DEVICE = os.environ.get("ORPHEUS_TEST_DEVICE", "cpu")

@@ -57,21 +57,24 @@ def test_a_batch_the_gpu_has_no_memory_for_is_encoded_in_halves(monkeypatch, sna
         return real(model, batch)
 
     monkeypatch.setattr(encoder, "_encode_padded", small_gpu)
-    model = copy.deepcopy(snac_model)  # it keeps the size that ran out of memory
-    assert_same_codes(codec.encode(model, clips, batch_size=5), alone)
+    memory = codec.MemoryLimit()  # it keeps the size that ran out of memory
+    assert_same_codes(codec.encode(snac_model, clips, batch_size=5, memory=memory), alone)
     assert tried == [5, 2, 3, 1, 2]
     # Later batches stay below the smallest that failed (3 clips of this length) instead of failing first.
     tried.clear()
-    assert_same_codes(codec.encode(model, clips, batch_size=5), alone)
+    assert_same_codes(codec.encode(snac_model, clips, batch_size=5, memory=memory), alone)
     assert tried == [2, 2, 1]
     tried.clear()
-    assert_same_codes(codec.encode(model, short, batch_size=5), short_alone)
+    assert_same_codes(codec.encode(snac_model, short, batch_size=5, memory=memory), short_alone)
     assert tried == [5]  # five one-frame clips hold fewer samples than the batch that failed
+    tried.clear()
+    assert_same_codes(codec.encode(snac_model, clips, batch_size=5), alone)  # without it, a call learns afresh
+    assert tried == [5, 2, 3, 1, 2]
     monkeypatch.setattr(encoder, "_encode_padded", lambda model, batch: small_gpu(model, batch, limit=0))
     with pytest.raises(
         RuntimeError, match=r"SNAC ran out of GPU memory encoding one \d+ s clip; .+orpheus_device: cpu"
     ):
-        codec.encode(model, clips[:1])
+        codec.encode(snac_model, clips[:1])
 
 
 def test_codes_equal_stock_snac_encode_and_have_snac_shapes(snac_model, stock_snac, speech_24k):

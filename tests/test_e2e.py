@@ -14,6 +14,66 @@ from axolotl_orpheus.cli.demo import decode_row, demo_config, newest_prepared_da
 from helpers import judge_options, reference_rows
 
 
+def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(
+    tmp_path, scored_training, standins, tokenizer, capsys
+):
+    """`orpheus_eval_samples` inside axolotl's real train (conftest's scored_training): every evaluation logs every
+    eval_orpheus_* score, and metric_for_best_model: eval_orpheus_cer keeps the lowest even where the config says
+    greater_is_better: true. Then `evaluate` scores a checkpoint on the prepared rows, whose voices it reads from
+    their report."""
+    import torch
+
+    from axolotl_orpheus.cli.main import main as cli_main
+    from axolotl_orpheus.listen.evaluation import METRICS
+
+    log = scored_training.log
+    # The judges' INFO lines reach axolotl's log, as the package's other lines do.
+    assert f"ASR {standins['asr']} on cpu" in log and f"Speaker model {standins['speaker']} on cpu" in log
+
+    model = scored_training.output_dir
+    state = json.loads((model / "checkpoint-4" / "trainer_state.json").read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_loss" in entry]
+    assert [entry["step"] for entry in evaluations] == [0, 2, 4]  # axolotl evaluates before the first step too
+    for entry in evaluations:
+        assert {f"eval_{name}" for name in METRICS} <= set(entry)
+        assert f"Orpheus: scored 2 samples at step {entry['step']} in " in log  # the cost, per evaluation
+        scored = json.loads((model / "orpheus_samples" / f"step-{entry['step']}" / "metrics.json").read_text())
+        assert scored["mean"]["orpheus_cer"] == entry["eval_orpheus_cer"]
+        assert 1 <= entry["eval_orpheus_dnsmos"] == scored["mean"]["orpheus_dnsmos"] <= 5  # the real DNSMOS
+        assert {sample["voice"] for sample in scored["samples"]} <= {"ada", "ben"}  # read back from the report
+    saved = {entry["step"]: entry["eval_orpheus_cer"] for entry in evaluations if entry["step"] in (2, 4)}
+    assert state["best_metric"] == min(saved.values())
+    assert state["best_model_checkpoint"] == str(model / f"checkpoint-{min(saved, key=saved.get)}")
+    training_args = torch.load(model / "checkpoint-4" / "training_args.bin", weights_only=False)
+    assert training_args.greater_is_better is False and training_args.metric_for_best_model == "eval_orpheus_cer"
+
+    prepared = scored_training.prepared
+    out = tmp_path / "scores"
+    cli_main(
+        [
+            "evaluate",
+            "--model",
+            str(model / "checkpoint-2"),
+            "--prepared",
+            str(prepared),
+            "--rows",
+            "2",
+            "--max-new-tokens",
+            "35",
+            "--out",
+            str(out),
+        ]
+        + judge_options(standins)
+    )
+    assert "checkpoint-2" in capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())["checkpoint-2"]
+    prompts = [
+        tokenizer.decode(ids[2 : ids.index(layout.END_OF_TEXT)])
+        for ids in load_from_disk(str(prepared))["input_ids"][:2]
+    ]
+    assert [f"{sample['voice']}: {sample['text']}" for sample in report["samples"]] == prompts
+
+
 def test_preprocess_and_train_on_an_audiofolder_and_parquet(
     tmp_path, axolotl, standins, audiofolder_24k, parquet_24k, tokenizer, reference_codes, metadata
 ):
@@ -121,76 +181,3 @@ def test_shards_preprocessed_apart_make_up_the_whole(tmp_path, axolotl, standins
     assert "Orpheus: 6 rows, 0 clips (0.0 min) to encode" in log  # the whole: every code from the shards
     assert len(rows["shard-0"]) == len(rows["shard-1"]) == len(metadata) // 2
     assert sorted(rows["shard-0"] + rows["shard-1"]) == sorted(rows["whole"])
-
-
-def test_training_scores_each_evaluation_and_keeps_the_best_checkpoint(tmp_path, axolotl, standins, tokenizer, capsys):
-    """`orpheus_eval_samples` inside axolotl's real train: every evaluation logs every eval_orpheus_* score, and
-    metric_for_best_model: eval_orpheus_cer keeps the lowest even where the config says greater_is_better: true.
-    Then `evaluate` scores a checkpoint on the prepared rows, whose voices it reads from their report."""
-    import torch
-
-    from axolotl_orpheus.cli.main import main as cli_main
-    from axolotl_orpheus.listen.evaluation import METRICS
-
-    config = demo_config(tmp_path, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], max_steps=4)
-    config.update(
-        val_set_size=0.34,
-        eval_steps=2,
-        save_steps=2,
-        orpheus_eval_samples=2,
-        orpheus_sample_max_new_tokens=35,
-        orpheus_asr_model=str(standins["asr"]),
-        orpheus_speaker_model=str(standins["speaker"]),
-        metric_for_best_model="eval_orpheus_cer",
-        greater_is_better=True,
-        load_best_model_at_end=True,
-    )
-    path = tmp_path / "finetune.yml"
-    path.write_text(yaml.safe_dump(config))
-    axolotl("preprocess", path, tmp_path)
-    log = axolotl("train", path, tmp_path)
-    # The judges' INFO lines reach axolotl's log, as the package's other lines do.
-    assert f"ASR {standins['asr']} on cpu" in log and f"Speaker model {standins['speaker']} on cpu" in log
-
-    model = tmp_path / "model"
-    state = json.loads((model / "checkpoint-4" / "trainer_state.json").read_text())
-    evaluations = [entry for entry in state["log_history"] if "eval_loss" in entry]
-    assert [entry["step"] for entry in evaluations] == [0, 2, 4]  # axolotl evaluates before the first step too
-    for entry in evaluations:
-        assert {f"eval_{name}" for name in METRICS} <= set(entry)
-        assert f"Orpheus: scored 2 samples at step {entry['step']} in " in log  # the cost, per evaluation
-        scored = json.loads((model / "orpheus_samples" / f"step-{entry['step']}" / "metrics.json").read_text())
-        assert scored["mean"]["orpheus_cer"] == entry["eval_orpheus_cer"]
-        assert 1 <= entry["eval_orpheus_dnsmos"] == scored["mean"]["orpheus_dnsmos"] <= 5  # the real DNSMOS
-        assert {sample["voice"] for sample in scored["samples"]} <= {"ada", "ben"}  # read back from the report
-    saved = {entry["step"]: entry["eval_orpheus_cer"] for entry in evaluations if entry["step"] in (2, 4)}
-    assert state["best_metric"] == min(saved.values())
-    assert state["best_model_checkpoint"] == str(model / f"checkpoint-{min(saved, key=saved.get)}")
-    training_args = torch.load(model / "checkpoint-4" / "training_args.bin", weights_only=False)
-    assert training_args.greater_is_better is False and training_args.metric_for_best_model == "eval_orpheus_cer"
-
-    prepared = newest_prepared_dataset(tmp_path / "prepared")
-    out = tmp_path / "scores"
-    cli_main(
-        [
-            "evaluate",
-            "--model",
-            str(model / "checkpoint-2"),
-            "--prepared",
-            str(prepared),
-            "--rows",
-            "2",
-            "--max-new-tokens",
-            "35",
-            "--out",
-            str(out),
-        ]
-        + judge_options(standins)
-    )
-    assert "checkpoint-2" in capsys.readouterr().out
-    report = json.loads((out / "metrics.json").read_text())["checkpoint-2"]
-    prompts = [
-        tokenizer.decode(ids[2 : ids.index(layout.END_OF_TEXT)])
-        for ids in load_from_disk(str(prepared))["input_ids"][:2]
-    ]
-    assert [f"{sample['voice']}: {sample['text']}" for sample in report["samples"]] == prompts

@@ -155,7 +155,8 @@ def test_load_uses_the_c_kernels_where_they_give_torch_values(monkeypatch, stand
     assert kept == [m for m in channels if channels[m] == 96] and len(kept) == 10
     assert "10 of 83 Snake activations and depthwise convolutions keep torch's path" in caplog.text
     assert f"SNAC {path} on cpu: C kernels for 73 of 83 Snake activations and depthwise convolutions" in caplog.text
-    assert model.pointwise_orders is not first.pointwise_orders
+    memos = [{m.forward.func for m in each.modules() if kernel_forms.is_pointwise(m)} for each in (first, model)]
+    assert all(len(memo) == 1 for memo in memos) and memos[0] != memos[1]
     assert not kernel_modules(codec.load_snac(path, "cpu", compile_encoder=True).encoder)  # Inductor: torch's forms
 
 

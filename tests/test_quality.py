@@ -245,6 +245,20 @@ def test_segment_drops_a_noisy_stretch(tmp_path, judge):
     assert f"DNSMOS OVRL ({quality.OVRL_COLUMN}): min " in survey(str(out)).summary()  # what `init` prints
 
 
+def test_the_judge_takes_as_many_threads_as_torch():
+    """Not every core in each process: torch's count is the one OMP_NUM_THREADS sets per process."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        judge = quality.QualityJudge("cpu")
+    finally:
+        torch.set_num_threads(threads)
+    sessions = [judge.first_layers, judge.last_layers, judge.p808]
+    assert [session.get_session_options().intra_op_num_threads for session in sessions] == [3, 3, 3]
+
+
 def test_scores_cache_reads_what_it_wrote_and_refuses_damage(tmp_path):
     cache = screening.scores_cache(tmp_path)
     entry = (3.1, 3.4, 4.0, 3.5, 2.25, 0.5, 0.0)

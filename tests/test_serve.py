@@ -415,6 +415,7 @@ def test_a_job_joins_a_running_batch_at_a_frame_boundary(server):
     """A second piece arriving while the first generates joins it at the next frame boundary (the batch restarts
     from both rows' frames); each gets whole frames up to its own budget."""
     from axolotl_orpheus.listen.speak import generate_frames, speech_prompt_ids
+    from axolotl_orpheus.listen.voice import Sampling
     from axolotl_orpheus.serve.engine import End, Engine, Job
 
     model, tokenizer = server.voice.model, server.voice.tokenizer
@@ -422,7 +423,7 @@ def test_a_job_joins_a_running_batch_at_a_frame_boundary(server):
     got: dict[int, list] = {0: [], 1: []}
     ended = {0: threading.Event(), 1: threading.Event()}
     engine = Engine(model, max_batch=2)
-    second = Job(prompts[1], 4, 35, 0.6, 0.95, 1.1, lambda item: take(1, item))
+    second = Job(prompts[1], 4, Sampling(max_new_tokens=35), lambda item: take(1, item))
 
     def take(row: int, item) -> None:
         got[row].append(item)
@@ -432,7 +433,7 @@ def test_a_job_joins_a_running_batch_at_a_frame_boundary(server):
             ended[row].set()
 
     try:
-        engine.submit(Job(prompts[0], 3, 70, 0.6, 0.95, 1.1, lambda item: take(0, item)))
+        engine.submit(Job(prompts[0], 3, Sampling(max_new_tokens=70), lambda item: take(0, item)))
         assert ended[0].wait(TIMEOUT) and ended[1].wait(TIMEOUT)
     finally:
         engine.close()

@@ -1,9 +1,9 @@
 """Sharing a voice: what training stamps into every checkpoint, `axolotl-orpheus share` on a full model and on a LoRA
 adapter (as is and merged), the card, the published config, and `init --from` a shared voice.
 
-The models are trained once for the module, through axolotl's own command line in this process (helpers.run_axolotl):
-a full fine-tune of the tiny stand-in Llama, scored by the stand-in Whisper and speaker model at its one evaluation,
-and a LoRA run on the same prepared rows.
+The full fine-tune is conftest's scored_training (the tiny stand-in Llama, scored by the stand-in Whisper and speaker
+model at each evaluation); a LoRA run on the same prepared rows is trained once for the module, through axolotl's own
+command line in this process (helpers.run_axolotl).
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import pytest
 import soundfile
 import torch
 import yaml
 
 from axolotl_orpheus import layout
-from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, demo_config, newest_prepared_dataset
+from axolotl_orpheus.cli.demo import BUNDLED_CLIPS, newest_prepared_dataset
 from axolotl_orpheus.cli.main import main as cli_main
 from axolotl_orpheus.listen.speak import speech_prompt_ids
 from axolotl_orpheus.share.config import LOCAL_NOTE, continue_from, without_secrets
-from helpers import judge_options, run_axolotl, usage_error
+from helpers import SECRETS, judge_options, run_axolotl, usage_error
 
-SECRETS = {"wandb_api_key": "wandb-secret-5f0c2a9e", "hf_token": "hf_SecretTokenForTheTestsOnly1234"}
 # The shared folders' samples: one each, two frames, to keep the module quick.
 TINY_SAMPLES = ["--samples", "1", "--max-new-tokens", "14", "--device", "cpu"]
 
@@ -41,33 +41,17 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, standins) -> Runs:
+def runs(tmp_path_factory, scored_training) -> Runs:
+    config = yaml.safe_load(scored_training.config.read_text())
     root = tmp_path_factory.mktemp("runs")
-    config = demo_config(root, str(standins["tokenizer"]), str(standins["snac"]), standins["model"], max_steps=2)
-    config.update(
-        val_set_size=0.3,  # two of the six rows: one evaluation, scored, at the last step
-        eval_steps=2,
-        save_steps=2,
-        metric_for_best_model="eval_orpheus_cer",
-        orpheus_eval_samples=1,
-        orpheus_sample_max_new_tokens=14,
-        orpheus_asr_model=str(standins["asr"]),
-        orpheus_speaker_model=str(standins["speaker"]),
-        orpheus_eval_language="en",
-        **SECRETS,
-    )
-    path = root / "finetune.yml"
-    path.write_text(yaml.safe_dump(config))
-    with pytest.MonkeyPatch.context() as monkeypatch:  # the `axolotl` fixture's runs, for the module
-        run_axolotl(monkeypatch, "preprocess", path, root)
-        run_axolotl(monkeypatch, "train", path, root)
-
-    lora = {key: value for key, value in config.items() if key not in {"metric_for_best_model", *SECRETS}}
+    dropped = {"metric_for_best_model", "greater_is_better", "load_best_model_at_end", *SECRETS}
+    lora = {key: value for key, value in config.items() if key not in dropped}
     lora.update(
         adapter="lora",
         lora_r=2,
         lora_alpha=4,
         lora_target_modules=["q_proj", "v_proj"],
+        max_steps=2,
         orpheus_eval_samples=0,
         output_dir=str(root / "lora"),
         # axolotl's fused LoRA kernels patch LlamaAttention for the whole process: later models here would break.
@@ -77,9 +61,11 @@ def runs(tmp_path_factory, standins) -> Runs:
     )
     lora_path = root / "lora.yml"
     lora_path.write_text(yaml.safe_dump(lora))
-    with pytest.MonkeyPatch.context() as monkeypatch:
+    with pytest.MonkeyPatch.context() as monkeypatch:  # the `axolotl` fixture's run, for the module
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(scored_training.datasets_cache))
         run_axolotl(monkeypatch, "train", lora_path, root)
-    return Runs(path, Path(config["output_dir"]), lora_path, root / "lora", newest_prepared_dataset(root / "prepared"))
+    full = scored_training
+    return Runs(full.config, full.output_dir, lora_path, root / "lora", full.prepared)
 
 
 def share(argv: list[str]) -> str:
@@ -142,14 +128,15 @@ def test_a_shared_full_model_holds_what_a_loader_a_reader_and_a_trainer_need(ful
     assert samples["samples"] == [{"file": "samples/00-ada.wav", "voice": "ada", "text": SAMPLE_TEXTS[0], "seed": 0}]
     assert samples["settings"] == {"temperature": 0.6, "top_p": 0.95, "repetition_penalty": 1.1, "max_new_tokens": 14}
 
-    # The best evaluation of the training (step 2; axolotl also scores the untrained model at step 0), with the
-    # models that heard it.
+    # The best evaluation of the training (of steps 2 and 4: axolotl also scores the untrained model at step 0),
+    # with the models that heard it.
     scores = json.loads((out / "scores.json").read_text())
-    state = json.loads((runs.full / "checkpoint-2" / "trainer_state.json").read_text())
-    (evaluation,) = [entry for entry in state["log_history"] if "eval_orpheus_cer" in entry and entry["step"] == 2]
+    state = json.loads((runs.full / "checkpoint-4" / "trainer_state.json").read_text())
+    best = state["best_global_step"]
+    (evaluation,) = [entry for entry in state["log_history"] if "eval_orpheus_cer" in entry and entry["step"] == best]
     logged = {key.removeprefix("eval_"): value for key, value in evaluation.items() if key.startswith("eval_orpheus_")}
     assert scores["means"] == logged and {"orpheus_cer", "orpheus_speaker_similarity"} <= set(logged)
-    assert "step 2, the best by metric_for_best_model" in scores["source"]
+    assert best in (2, 4) and f"step {best}, the best by metric_for_best_model" in scores["source"]
     assert (scores["asr_model"], scores["speaker_model"]) == (str(runs_models(runs)[0]), str(runs_models(runs)[1]))
 
     # Every orpheus_* key, the trainer's paths marked, and the same settings as trained.
@@ -353,7 +340,7 @@ def test_init_from_a_shared_voice_writes_a_config_axolotl_preprocesses(
     config = yaml.safe_load(config_path.read_text())
     assert config["base_model"] == str(out.resolve())
     assert config["orpheus_snac_model"] == str(standins["snac"])
-    assert (config["orpheus_eval_samples"], config["orpheus_eval_language"]) == (1, "en")  # carried over
+    assert (config["orpheus_eval_samples"], config["orpheus_eval_language"]) == (2, "en")  # carried over
     assert "orpheus_sample_prompts" not in config and "adapter" not in config
     assert "# Continues from the shared voice" in config_path.read_text()
 

@@ -8,8 +8,8 @@
 """
 
 from axolotl_orpheus.codec.decoder import decode
-from axolotl_orpheus.codec.encoder import encode
+from axolotl_orpheus.codec.encoder import MemoryLimit, encode
 from axolotl_orpheus.codec.loading import load_snac, load_stock_snac, weights_digest
 from axolotl_orpheus.codec.memory import keep_freed_memory
 
-__all__ = ["decode", "encode", "keep_freed_memory", "load_snac", "load_stock_snac", "weights_digest"]
+__all__ = ["MemoryLimit", "decode", "encode", "keep_freed_memory", "load_snac", "load_stock_snac", "weights_digest"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,6 +16,21 @@ from axolotl_orpheus.layout import CONTEXT_FRAMES, SAMPLES_PER_FRAME, WINDOW_FRA
 # Audio per batch when no batch size is set (on a GPU): the encoder holds about 21 MB of activations per
 # second of audio, so about 7 GB, whatever the clips' length; a batch that does not fit is split in halves.
 BATCH_SECONDS = 320
+
+
+@dataclass
+class MemoryLimit:
+    """The fewest samples a batch held when the GPU ran out of memory: later batches stay below it instead of each
+    failing once before being split. One per model, kept by whoever encodes with it (a call without one learns
+    only within itself)."""
+
+    samples: int | None = None
+
+    def clips(self, frames: int, wanted: int) -> int:
+        """How many clips of `frames` frames a batch may hold, of the `wanted`."""
+        if self.samples is None:
+            return wanted
+        return max(1, min(wanted, (self.samples - 1) // (frames * SAMPLES_PER_FRAME)))
 
 
 def clips_per_batch(frames: int, batch_size: int | None) -> int:
@@ -31,12 +47,9 @@ def _encode_padded(model: SNAC, batch: np.ndarray) -> list[np.ndarray]:
     return [level.cpu().numpy() for level in model.encode(audio.to(device))]
 
 
-def _encode_batch(model: SNAC, clips: list[np.ndarray], frames: int) -> list[Codes]:
-    """Codes of clips padded to `frames` frames, in one batch, or in halves when the GPU runs out of memory.
-
-    A batch that ran out of memory sets `model.too_many_samples`, so that later batches stay below it instead
-    of each failing once before being split.
-    """
+def _encode_batch(model: SNAC, clips: list[np.ndarray], frames: int, memory: MemoryLimit) -> list[Codes]:
+    """Codes of clips padded to `frames` frames, in one batch, or in halves when the GPU runs out of memory (which
+    `memory` learns)."""
     batch = np.zeros((len(clips), 1, frames * SAMPLES_PER_FRAME), dtype=np.float32)
     for slot, clip in enumerate(clips):
         batch[slot, 0, : len(clip)] = clip
@@ -50,10 +63,10 @@ def _encode_batch(model: SNAC, clips: list[np.ndarray], frames: int) -> list[Cod
             ) from exc
         levels = None  # retried outside the handler, whose traceback still holds the failed batch's tensors
     if levels is None:
-        model.too_many_samples = min(batch.size, getattr(model, "too_many_samples", batch.size))
+        memory.samples = min(batch.size, memory.samples or batch.size)
         torch.cuda.empty_cache()
         half = len(clips) // 2
-        return _encode_batch(model, clips[:half], frames) + _encode_batch(model, clips[half:], frames)
+        return _encode_batch(model, clips[:half], frames, memory) + _encode_batch(model, clips[half:], frames, memory)
     return [(levels[0][slot], levels[1][slot], levels[2][slot]) for slot in range(len(clips))]
 
 
@@ -75,7 +88,11 @@ def _encode_windowed(model: SNAC, clip: np.ndarray, window_frames: int) -> Codes
 @torch.inference_mode()
 @exact_fp32()
 def encode(
-    model: SNAC, clips: list[np.ndarray], batch_size: int | None = None, window_frames: int = WINDOW_FRAMES
+    model: SNAC,
+    clips: list[np.ndarray],
+    batch_size: int | None = None,
+    window_frames: int = WINDOW_FRAMES,
+    memory: MemoryLimit | None = None,
 ) -> list[Codes]:
     """SNAC codes (n, 2n, 4n per clip) of mono 24 kHz clips, in the order given.
 
@@ -83,8 +100,9 @@ def encode(
     Only clips of the same padded length share a batch, which makes batching exact: every clip gets
     the codes it would get alone (SNAC itself right-pads each clip to whole frames). A batch holds
     `batch_size` clips, or by default BATCH_SECONDS of audio. Clips longer than `window_frames` are
-    encoded alone, window by window (see WINDOW_FRAMES).
+    encoded alone, window by window (see WINDOW_FRAMES). `memory`: what earlier calls learned of the GPU's memory.
     """
+    memory = memory or MemoryLimit()
     n_frames = [whole_frames(len(clip)) for clip in clips]
     codes: list[Codes | None] = [None] * len(clips)
     by_length = sorted(range(len(clips)), key=n_frames.__getitem__)
@@ -94,11 +112,9 @@ def encode(
             for row in same_length:
                 codes[row] = _encode_windowed(model, clips[row], window_frames)
             continue
-        size = clips_per_batch(frames, batch_size)
-        if hasattr(model, "too_many_samples"):  # a batch this big ran out of memory before: stay below it
-            size = max(1, min(size, (model.too_many_samples - 1) // (frames * SAMPLES_PER_FRAME)))
+        size = memory.clips(frames, clips_per_batch(frames, batch_size))
         for start in range(0, len(same_length), size):
             rows = same_length[start : start + size]
-            for row, row_codes in zip(rows, _encode_batch(model, [clips[row] for row in rows], frames)):
+            for row, row_codes in zip(rows, _encode_batch(model, [clips[row] for row in rows], frames, memory)):
                 codes[row] = row_codes
     return codes  # type: ignore[return-value]

@@ -246,6 +246,7 @@ class QualityJudge:
         try:
             import onnx
             import onnxruntime
+            import torch
         except ModuleNotFoundError as error:
             raise UserError(f"DNSMOS needs onnx and onnxruntime ({error}): {INSTALL}") from error
         p835, p808 = _model_files()
@@ -253,8 +254,13 @@ class QualityJudge:
         providers = _providers(device)
         model = onnx.shape_inference.infer_shapes(onnx.load_from_string(p835))
 
+        options = onnxruntime.SessionOptions()
+        # torch's thread count, which OMP_NUM_THREADS sets per process (as accelerate does for each training process
+        # on a CPU): onnxruntime would otherwise take every core in each process.
+        options.intra_op_num_threads = torch.get_num_threads()
+
         def session(part: bytes):
-            return onnxruntime.InferenceSession(part, providers=providers)
+            return onnxruntime.InferenceSession(part, options, providers=providers)
 
         self.first_layers = session(_split(model, [POOLED_NODE], [FRAMES_NODE]).SerializeToString())
         self.last_layers = session(_split(model, [OUTPUT_NODE], [POOLED_NODE]).SerializeToString())

@@ -174,6 +174,7 @@ class SnacEncoder:
             torch.set_num_threads(threads)
         self.settings, self.device, self.base_dir = settings, device, base_dir
         self.model = codec.load_snac(settings.snac_model, device, settings.compile, settings.cpu_kernels)
+        self.memory = codec.MemoryLimit()
         self.decoders = ThreadPoolExecutor(encoding.decoding_threads(device))
         self.encoding = Lock()  # blocks decode side by side; SNAC encodes one chunk at a time
         # Held for the actor's life, as the local path holds it while it encodes: the worker only encodes.
@@ -218,7 +219,11 @@ class SnacEncoder:
             decoded = dict(zip((job.row for job in decoding), clips))
             with self.encoding:
                 return encoding.encode_loaded(
-                    self.model, part, [probed.get(job.row) or decoded[job.row] for job in part], self.settings
+                    self.model,
+                    part,
+                    [probed.get(job.row) or decoded[job.row] for job in part],
+                    self.settings,
+                    self.memory,
                 )
         except Exception as exc:
             sources = lambda rows: [source_of[row] for row in rows]  # noqa: E731

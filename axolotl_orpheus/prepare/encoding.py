@@ -151,15 +151,19 @@ def decoding_threads(device: str) -> int:
 
 
 def encode_loaded(
-    model, part: list[Job], loaded: list[audio.Clip | audio.AudioError], settings: EncodeSettings
+    model,
+    part: list[Job],
+    loaded: list[audio.Clip | audio.AudioError],
+    settings: EncodeSettings,
+    memory: codec.MemoryLimit,
 ) -> tuple[list[tuple[Job, Entry]], dict[int, audio.AudioError]]:
     """One chunk's codes from its decoded clips, and the rows whose audio could not be decoded; with
-    stop_at_failure, a chunk holding such a row is not encoded (the run will raise)."""
+    stop_at_failure, a chunk holding such a row is not encoded (the run will raise). `memory`: the model's."""
     failed = {job.row: clip for job, clip in zip(part, loaded) if isinstance(clip, audio.AudioError)}
     clips = [(job, clip) for job, clip in zip(part, loaded) if job.row not in failed]
     if failed and settings.stop_at_failure:
         return [], failed
-    codes = codec.encode(model, [clip.samples for _, clip in clips], settings.batch_size)
+    codes = codec.encode(model, [clip.samples for _, clip in clips], settings.batch_size, memory=memory)
     entries = [(job, Entry(clip_codes, clip.seconds, clip.warnings)) for (job, clip), clip_codes in zip(clips, codes)]
     return entries, failed
 
@@ -191,6 +195,7 @@ def encode_share(
     if threads:
         torch.set_num_threads(threads)
     model = codec.load_snac(settings.snac_model, device, settings.compile, settings.cpu_kernels)
+    memory = codec.MemoryLimit()
     decoders = ThreadPoolExecutor(decoding_threads(device))
 
     def decode(part: list[Job]) -> list[Future]:
@@ -234,7 +239,7 @@ def encode_share(
             try:
                 loaded = [future.result() for future in (upcoming or decode(part))]
                 upcoming = decode(chunks[index + 1]) if index + 1 < len(chunks) else []
-                entries, bad = encode_loaded(model, part, loaded, settings)
+                entries, bad = encode_loaded(model, part, loaded, settings, memory)
                 failed.update(bad)
                 if bad and settings.stop_at_failure:
                     stop.set()

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from axolotl_orpheus.errors import UserError
-from axolotl_orpheus.listen.voice import TEXT_PROMPT
+from axolotl_orpheus.listen.voice import TEXT_PROMPT, Sampling
 from axolotl_orpheus.serve.formats import FORMATS, MEDIA_TYPES, SSE_MEDIA_TYPE, sse_delta, sse_done
 from axolotl_orpheus.serve.speech import Speaker, SpeechSettings, Usage
 
@@ -174,7 +174,7 @@ class Service:
         positions = self.speaker.voice.model.config.max_position_embeddings
         room = positions - max(len(prompt) for prompt in prompts)
         max_new_tokens = _integer(body, "max_new_tokens", min(defaults.max_new_tokens, room), 7, room)
-        settings = SpeechSettings(seed, max_new_tokens, temperature, top_p, penalty)
+        settings = SpeechSettings(seed, Sampling(temperature, top_p, penalty, max_new_tokens))
         return SpeechRequest(prompts, settings, format, sse)
 
     def admit(self) -> Callable[[], None]:

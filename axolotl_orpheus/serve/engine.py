@@ -23,6 +23,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from axolotl_orpheus import layout
 from axolotl_orpheus.listen import speak
+from axolotl_orpheus.listen.voice import Sampling
 
 LOG = logging.getLogger(__name__)
 
@@ -43,10 +44,7 @@ class Job:
 
     prompt: list[int]
     seed: int
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    repetition_penalty: float
+    sampling: Sampling
     deliver: Callable[[np.ndarray | End | BaseException], None]
     cancelled: bool = False  # set by the request's side when its client has gone
     tokens: list[int] = field(default_factory=list)  # whole frames generated so far
@@ -57,7 +55,8 @@ class Job:
     @property
     def budget(self) -> int:
         """Tokens it may still generate, in whole frames."""
-        return self.max_new_tokens - self.max_new_tokens % layout.TOKENS_PER_FRAME - len(self.tokens)
+        wanted = self.sampling.max_new_tokens
+        return wanted - wanted % layout.TOKENS_PER_FRAME - len(self.tokens)
 
     def take(self, token: int) -> None:
         """One generated token: a frame is delivered once whole; end_of_speech or the budget ends the job."""
@@ -171,9 +170,9 @@ class Engine:
                 prompts,
                 [job.generator for job in jobs],
                 max(job.budget for job in jobs),
-                temperature=[job.temperature for job in jobs],
-                top_p=[job.top_p for job in jobs],
-                repetition_penalty=[job.repetition_penalty for job in jobs],
+                temperature=[job.sampling.temperature for job in jobs],
+                top_p=[job.sampling.top_p for job in jobs],
+                repetition_penalty=[job.sampling.repetition_penalty for job in jobs],
                 resumed=[bool(job.tokens) for job in jobs],
                 streamer=_RoundStreamer(jobs),
                 stopping_criteria=[_RoundStops(self, jobs, width)],

@@ -21,7 +21,7 @@ from axolotl_orpheus.codec.streaming import CONTEXT_FRAMES, PositionalNoise, Str
 from axolotl_orpheus.layout import FRAME_OFFSETS, TOKENS_PER_FRAME
 from axolotl_orpheus.listen.sentences import split_sentences
 from axolotl_orpheus.listen.speak import PAUSE_SECONDS, generate_frames, speech_prompt_ids
-from axolotl_orpheus.listen.voice import Voice
+from axolotl_orpheus.listen.voice import Sampling, Voice
 from axolotl_orpheus.serve.engine import End, Engine, Job
 from axolotl_orpheus.serve.formats import AudioWriter
 
@@ -30,13 +30,10 @@ LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SpeechSettings:
-    """How a request's pieces are sampled (its text and voice are in their prompts)."""
+    """How a request's pieces are sampled (its text and voice are in their prompts): piece i from seed + i."""
 
     seed: int
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    repetition_penalty: float
+    sampling: Sampling
 
 
 @dataclass
@@ -89,15 +86,7 @@ class Speaker:
                 except RuntimeError:  # the loop has closed: the server is stopping
                     pass
 
-            job = Job(
-                prompt,
-                settings.seed + i,
-                settings.max_new_tokens,
-                settings.temperature,
-                settings.top_p,
-                settings.repetition_penalty,
-                deliver,
-            )
+            job = Job(prompt, settings.seed + i, settings.sampling, deliver)
             decoder = StreamingDecoder(self.snac, PositionalNoise(settings.seed + i))
             self.engine.submit(job)
             try:
@@ -115,7 +104,9 @@ class Speaker:
                         for chunk in await loop.run_in_executor(self.decoding, decoder.push, np.concatenate(frames)):
                             yield chunk
                 if not end.stopped:
-                    LOG.warning("no end_of_speech within %d new tokens: piece %d may be cut off", job.max_new_tokens, i)
+                    LOG.warning(
+                        "no end_of_speech within %d new tokens: piece %d may be cut off", job.sampling.max_new_tokens, i
+                    )
                 yield await loop.run_in_executor(self.decoding, decoder.finish)
             finally:
                 job.cancelled = not job.done

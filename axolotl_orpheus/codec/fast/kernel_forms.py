@@ -137,8 +137,8 @@ def use_c_kernels(model: SNAC) -> str:
     path = f"C kernels for {swapped} of {len(candidates)} Snake activations and depthwise convolutions"
     if not kernels.has_pointwise(kernels.library()):
         return path
-    model.pointwise_orders = PointwiseOrders()  # the model's own: its shapes, learned as it runs
+    orders = PointwiseOrders()  # the model's own, held by its 1x1 convolutions: its shapes, learned as it runs
     for module in model.modules():
         if is_pointwise(module):
-            module.forward = functools.partial(model.pointwise_orders, module)
+            module.forward = functools.partial(orders, module)
     return f"{path}, and for its 1x1 convolutions where each shape's first input shows torch's order"
