@@ -246,9 +246,10 @@ class QualityJudge:
         try:
             import onnx
             import onnxruntime
-            import torch
         except ModuleNotFoundError as error:
             raise UserError(f"DNSMOS needs onnx and onnxruntime ({error}): {INSTALL}") from error
+        import torch
+
         p835, p808 = _model_files()
         self.digest = hashlib.sha256(p835 + p808).hexdigest()
         providers = _providers(device)
