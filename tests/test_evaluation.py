@@ -43,7 +43,7 @@ SAMPLE_KEYS = {
     "reference_seconds",
     "duration_ratio",
     "loops",
-    "dnsmos",  # None here, without a DNSMOS judge (test_e2e's scored training run has one)
+    "dnsmos",  # None here, without a DNSMOS judge (conftest's scored_training has one)
 }
 
 
